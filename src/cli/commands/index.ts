@@ -1,0 +1,7 @@
+import type { Command } from "commander";
+import type { CommandContext } from "../context.js";
+
+/** A command module adds its subcommand(s) to the program; `context()` reads the global options. */
+export type RegisterCommand = (program: Command, context: () => CommandContext) => void;
+
+export const commands: RegisterCommand[] = [];
