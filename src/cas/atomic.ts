@@ -1,0 +1,209 @@
+/**
+ * The write discipline shared by the content store and OCI layouts (containerd's
+ * ingest → commit): bytes go to a uniquely named file under an ingest directory,
+ * are hashed while streaming, checked against what the caller expected, fsynced,
+ * made read-only, renamed into place and the target directory fsynced. Readers
+ * never see a half-written object, and a rejected one leaves nothing behind.
+ */
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { type FileHandle, link, mkdir, open, rename, rm, stat, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { RootstockError } from "../errors.js";
+import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
+
+/** Process start time in clock ticks (Linux), so a reused pid is not taken for its predecessor. */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Field 22, counted after the parenthesised command name (which may hold spaces).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** `PID-STARTTIME` of this process: the owner tag in ingest and lock file names. */
+export const PROCESS_ID = `${process.pid}-${processStartTime(process.pid) ?? "0"}`;
+
+/** Whether the process named by an owner tag (`PID-STARTTIME`) is still running. */
+export function isOwnerAlive(owner: string): boolean {
+  const m = /^(\d+)-(\d+)$/.exec(owner);
+  if (!m) return false;
+  const pid = Number(m[1]);
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
+  }
+  const start = processStartTime(pid);
+  // Without /proc we cannot tell a reused pid apart: assume alive (never delete live work).
+  return start === undefined || m[2] === "0" || start === m[2];
+}
+
+/** The owner tag of an ingest or lease file name (`PID-START-RANDOM`). */
+export function ownerOfName(name: string): string | undefined {
+  const m = /^(\d+-\d+)-[0-9a-f]+/.exec(name);
+  return m?.[1];
+}
+
+export function uniqueName(): string {
+  return `${PROCESS_ID}-${randomBytes(6).toString("hex")}`;
+}
+
+export async function fsyncDir(path: string): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** mkdir -p that fsyncs the parent of every directory it creates. */
+export async function ensureDir(path: string): Promise<void> {
+  try {
+    await stat(path);
+    return;
+  } catch {}
+  const parent = dirname(path);
+  if (parent !== path) await ensureDir(parent);
+  try {
+    await mkdir(path);
+    await fsyncDir(parent);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/** Closes a source we decided not to read (an already present blob). */
+export async function closeSource(source: AsyncIterable<Uint8Array> | Uint8Array): Promise<void> {
+  if (source instanceof Uint8Array) return;
+  const destroy = (source as { destroy?: () => void }).destroy;
+  if (typeof destroy === "function") {
+    destroy.call(source);
+    return;
+  }
+  await source[Symbol.asyncIterator]().return?.();
+}
+
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.length) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
+    offset += bytesWritten;
+  }
+}
+
+export interface CommitResult {
+  digest: Digest;
+  size: number;
+  existed: boolean;
+}
+
+export interface IngestOptions {
+  ingestDir: string;
+  /** Where the object named by `digest` lives. */
+  pathFor: (digest: Digest) => string;
+  expected?: { digest?: Digest; size?: number };
+  /** Names the object in errors (`blob sha256:…`). */
+  what: string;
+}
+
+/** Streams `source` into the object store rooted by `pathFor`, verified; see the module comment. */
+export async function ingest(
+  source: AsyncIterable<Uint8Array> | Uint8Array,
+  opts: IngestOptions,
+): Promise<CommitResult> {
+  const { expected } = opts;
+  if (expected?.digest !== undefined) {
+    const target = opts.pathFor(expected.digest);
+    const present = await stat(target).catch(() => undefined);
+    if (present && (expected.size === undefined || present.size === expected.size)) {
+      await closeSource(source);
+      return { digest: expected.digest, size: present.size, existed: true };
+    }
+  }
+  await ensureDir(opts.ingestDir);
+  const tmp = join(opts.ingestDir, uniqueName());
+  const handle = await open(tmp, "wx", 0o600);
+  const digester = new Digester();
+  let committed = false;
+  try {
+    const chunks: AsyncIterable<Uint8Array> | Uint8Array[] = source instanceof Uint8Array ? [source] : source;
+    for await (const chunk of chunks) {
+      digester.update(chunk);
+      if (expected?.size !== undefined && digester.size > expected.size) {
+        throw new RootstockError("SIZE_MISMATCH", `${opts.what}: expected ${expected.size} bytes, got more`);
+      }
+      await writeAll(handle, chunk);
+    }
+    const actual = { digest: digester.digest(), size: digester.size };
+    if (expected?.digest !== undefined)
+      verifyDigest(actual, { digest: expected.digest, size: expected.size }, opts.what);
+    else if (expected?.size !== undefined)
+      verifyDigest(actual, { digest: actual.digest, size: expected.size }, opts.what);
+    await handle.sync();
+    await handle.chmod(0o444);
+    await handle.close();
+    const target = opts.pathFor(actual.digest);
+    const targetDir = dirname(target);
+    await ensureDir(targetDir);
+    // link() refuses to replace: a concurrent writer of the same object keeps its inode
+    // (hardlinks taken from it stay valid); ours is then simply dropped.
+    let existed = false;
+    try {
+      await link(tmp, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      existed = true;
+    }
+    committed = true;
+    await fsyncDir(targetDir);
+    await unlink(tmp);
+    return { ...actual, existed };
+  } catch (err) {
+    await handle.close().catch(() => {});
+    if (!committed) await rm(tmp, { force: true });
+    if (!(source instanceof Uint8Array)) await closeSource(source).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Replaces `path` with `bytes` atomically (temp file in `ingestDir` + fsync + rename
+ * + directory fsync): readers see the old or the new content, never a mix.
+ */
+export async function atomicWriteFile(
+  path: string,
+  bytes: Uint8Array,
+  ingestDir: string,
+  mode = 0o644,
+): Promise<void> {
+  await ensureDir(ingestDir);
+  const tmp = join(ingestDir, uniqueName());
+  const handle = await open(tmp, "wx", mode);
+  try {
+    await writeAll(handle, bytes);
+    await handle.sync();
+    await handle.close();
+    await ensureDir(dirname(path));
+    await rename(tmp, path);
+    await fsyncDir(dirname(path));
+  } catch (err) {
+    await handle.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

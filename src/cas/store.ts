@@ -1,0 +1,399 @@
+/**
+ * The content store: rootstock's local image store (containerd's content store plus
+ * a composefs-like file object store). Layout of the directory:
+ *
+ *   blobs/sha256/<hex>                  blobs (manifests, configs, layers), read-only
+ *   files/sha256/<hex[0:2]>/<hex[2:]>   file objects by content digest, read-only
+ *   refs/<uri-escaped repo>/<tag>       a descriptor (JSON) per repo:tag
+ *   meta/sha256/<hex>.json              small JSON documents attached to a digest
+ *   ingest/<pid>-<start>-<rand>         objects being written (never read)
+ *   locks/                              see lock.ts
+ *
+ * Every mutation runs under a shared lease (lock.ts); gc and repair take the
+ * exclusive lock. Callers that write several objects and then reference them hold
+ * one lease across the whole sequence with `withLease`.
+ */
+import { createReadStream } from "node:fs";
+import { chmod, copyFile, link, readdir, readFile, rm, unlink } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { z } from "zod";
+import { RootstockError } from "../errors.js";
+import type { BlobRef, ImageRepository, PutResult } from "../oci/blobs.js";
+import { canonicalJson } from "../oci/canonical.js";
+import { type Digest, digestHex, isDigest, parseDigest, verifyDigest } from "../oci/digest.js";
+import { checkTag } from "../oci/reference.js";
+import { type Descriptor, parseDescriptor, parseJsonBytes, validateDocument } from "../oci/types.js";
+import { atomicWriteFile, ensureDir, exists, fsyncDir, uniqueName } from "./atomic.js";
+import { acquireShared, type LockOptions, withExclusiveLock } from "./lock.js";
+import { hashFile, ObjectDir } from "./objectdir.js";
+
+export interface StoreOptions {
+  /** Lock wait limits (ms). */
+  lock?: LockOptions;
+}
+
+export interface RefEntry {
+  repository: string;
+  tag: string;
+  descriptor: Descriptor;
+}
+
+/**
+ * A metadata document: `data` for its writer, plus the objects it keeps alive. A
+ * document keyed by digest K lives as long as K is reachable from a ref (K may be a
+ * layer whose bytes are not stored, e.g. after a partial pull); its `blobs` and
+ * `files` then live too.
+ */
+export interface MetaDocument<T = unknown> {
+  blobs?: Digest[];
+  files?: Digest[];
+  /** The document stands in for blob K's bytes (a partially pulled layer): fsck accepts K missing. */
+  standsInForBlob?: boolean;
+  data: T;
+}
+
+const digestList = z.array(z.custom<Digest>((v) => isDigest(v), { error: "not a sha256 digest" }));
+const metaSchema = z.looseObject({
+  blobs: digestList.optional(),
+  files: digestList.optional(),
+  standsInForBlob: z.boolean().optional(),
+  data: z.unknown(),
+});
+
+export type FileImportMode = "copy" | "link";
+
+export class ContentStore {
+  readonly root: string;
+  /** Blobs by digest (manifests, indexes, configs, layers). */
+  readonly blobs: ObjectDir;
+  /** File objects by content digest. */
+  readonly files: ObjectDir;
+  readonly ingestDir: string;
+  private readonly lockOptions: LockOptions;
+
+  private constructor(root: string, opts: StoreOptions) {
+    this.root = root;
+    this.ingestDir = join(root, "ingest");
+    this.blobs = new ObjectDir(join(root, "blobs"), this.ingestDir, false, "blob");
+    this.files = new ObjectDir(join(root, "files"), this.ingestDir, true, "file object");
+    this.lockOptions = opts.lock ?? {};
+  }
+
+  /** Opens (creating if needed) the store at `root`. */
+  static async open(root: string, opts: StoreOptions = {}): Promise<ContentStore> {
+    const store = new ContentStore(resolve(root), opts);
+    for (const dir of ["blobs/sha256", "files/sha256", "refs", "meta/sha256", "ingest", "locks/shared"]) {
+      await ensureDir(join(store.root, dir));
+    }
+    return store;
+  }
+
+  /** Runs `fn` under a shared lease: gc cannot start until it returns. Reentrant. */
+  async withLease<T>(fn: () => Promise<T>): Promise<T> {
+    const release = await acquireShared(this.root, this.lockOptions);
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
+  }
+
+  /** Runs `fn` under the exclusive lock (no writer active). */
+  withExclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return withExclusiveLock(this.root, fn, this.lockOptions);
+  }
+
+  // ---- blobs -------------------------------------------------------------------
+
+  hasBlob(digest: Digest): Promise<boolean> {
+    return this.blobs.has(digest);
+  }
+
+  blobPath(digest: Digest): string {
+    return this.blobs.path(digest);
+  }
+
+  putBlob(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
+    return this.withLease(() => this.blobs.put(source, expected));
+  }
+
+  openBlob(blob: BlobRef): Promise<AsyncIterable<Uint8Array>> {
+    return this.blobs.open(blob);
+  }
+
+  readBlob(blob: BlobRef, maxBytes?: number): Promise<Uint8Array> {
+    return this.blobs.read(blob, maxBytes);
+  }
+
+  // ---- file objects ------------------------------------------------------------
+
+  hasFile(digest: Digest): Promise<boolean> {
+    return this.files.has(digest);
+  }
+
+  /** Path of a file object (to hardlink from or read); it may not exist. */
+  filePath(digest: Digest): string {
+    return this.files.path(digest);
+  }
+
+  putFile(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
+    return this.withLease(() => this.files.put(source, expected));
+  }
+
+  /**
+   * Adds an existing file as a file object, verified against `expected` if given.
+   * `copy` (default) copies (reflinks where the filesystem can); `link` hardlinks
+   * it, which makes the source's inode read-only and shared with the store: only
+   * for files nobody will modify.
+   */
+  async importFile(
+    path: string,
+    expected?: Partial<BlobRef>,
+    mode: FileImportMode = "copy",
+  ): Promise<PutResult> {
+    return this.withLease(async () => {
+      if (expected?.digest !== undefined && (await this.files.has(expected.digest))) {
+        return { digest: expected.digest, size: await this.files.size(expected.digest), existed: true };
+      }
+      if (mode === "copy") {
+        return this.files.put(createReadStream(path, { highWaterMark: 1024 * 1024 }), expected);
+      }
+      // Link into ingest, verify there, then commit like any other object.
+      await ensureDir(this.ingestDir);
+      const tmp = join(this.ingestDir, uniqueName());
+      await link(path, tmp);
+      try {
+        const actual = await hashFile(tmp);
+        const what = `file object ${expected?.digest ?? path}`;
+        verifyDigest(actual, { digest: expected?.digest ?? actual.digest, size: expected?.size }, what);
+        await chmod(tmp, 0o444);
+        const target = this.files.path(actual.digest);
+        await ensureDir(join(target, ".."));
+        let existed = false;
+        try {
+          await link(tmp, target);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+          existed = true;
+        }
+        await fsyncDir(join(target, ".."));
+        return { ...actual, existed };
+      } finally {
+        await unlink(tmp).catch(() => {});
+      }
+    });
+  }
+
+  /** Copies a file object out to `dest` (reflink where possible). */
+  async copyFileOut(digest: Digest, dest: string): Promise<void> {
+    await copyFile(this.files.path(digest), dest);
+  }
+
+  // ---- refs --------------------------------------------------------------------
+
+  private refDir(repository: string): string {
+    return join(this.root, "refs", encodeURIComponent(repository));
+  }
+
+  private refPath(repository: string, tag: string): string {
+    checkTag(tag);
+    if (repository === "" || repository.length > 255) {
+      throw new RootstockError("INVALID_ARGUMENT", `repository ${JSON.stringify(repository)}: bad length`);
+    }
+    return join(this.refDir(repository), tag);
+  }
+
+  async getRef(repository: string, tag: string): Promise<Descriptor | undefined> {
+    const path = this.refPath(repository, tag);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    return parseDescriptor(parseJsonBytes(bytes, `ref ${repository}:${tag}`), `ref ${repository}:${tag}`);
+  }
+
+  /** Points repository:tag at a manifest or index already in the store. */
+  async setRef(repository: string, tag: string, descriptor: Descriptor): Promise<void> {
+    const path = this.refPath(repository, tag);
+    const desc = parseDescriptor(descriptor, `ref ${repository}:${tag}`);
+    await this.withLease(async () => {
+      if (!(await this.blobs.has(desc.digest))) {
+        throw new RootstockError(
+          "NOT_FOUND",
+          `ref ${repository}:${tag}: blob ${desc.digest} is not in the store`,
+        );
+      }
+      await atomicWriteFile(path, canonicalJson(desc), this.ingestDir);
+    });
+  }
+
+  async deleteRef(repository: string, tag: string): Promise<boolean> {
+    const path = this.refPath(repository, tag);
+    return this.withLease(async () => {
+      try {
+        await unlink(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+        throw err;
+      }
+      await fsyncDir(this.refDir(repository));
+      await rm(this.refDir(repository), { recursive: false }).catch(() => {});
+      return true;
+    });
+  }
+
+  /** Every ref, sorted by repository then tag. Unreadable refs are reported by fsck, skipped here. */
+  async listRefs(repository?: string): Promise<RefEntry[]> {
+    const out: RefEntry[] = [];
+    const repos =
+      repository !== undefined
+        ? [encodeURIComponent(repository)]
+        : await readdir(join(this.root, "refs")).catch(() => [] as string[]);
+    for (const escaped of repos) {
+      const repo = decodeURIComponent(escaped);
+      for (const tag of await readdir(join(this.root, "refs", escaped)).catch(() => [] as string[])) {
+        try {
+          const descriptor = await this.getRef(repo, tag);
+          if (descriptor) out.push({ repository: repo, tag, descriptor });
+        } catch {}
+      }
+    }
+    out.sort((a, b) => (a.repository === b.repository ? cmp(a.tag, b.tag) : cmp(a.repository, b.repository)));
+    return out;
+  }
+
+  /** A repository view implementing the shared ImageRepository interface. */
+  repository(name: string): ImageRepository {
+    return new StoreRepository(this, name);
+  }
+
+  // ---- metadata ----------------------------------------------------------------
+
+  metaPath(key: Digest): string {
+    return join(this.root, "meta", "sha256", `${digestHex(key)}.json`);
+  }
+
+  /** Writes the metadata document for `key`; the objects it names must already be present. */
+  async putMeta<T>(key: Digest, doc: MetaDocument<T>): Promise<void> {
+    parseDigest(key, "metadata key");
+    const checked = validateDocument(metaSchema, doc, `metadata ${key}`);
+    await this.withLease(async () => {
+      for (const d of checked.blobs ?? []) {
+        if (!(await this.blobs.has(d)))
+          throw new RootstockError("NOT_FOUND", `metadata ${key}: blob ${d} is not in the store`);
+      }
+      for (const d of checked.files ?? []) {
+        if (!(await this.files.has(d))) {
+          throw new RootstockError("NOT_FOUND", `metadata ${key}: file object ${d} is not in the store`);
+        }
+      }
+      await atomicWriteFile(this.metaPath(key), canonicalJson(doc), this.ingestDir);
+    });
+  }
+
+  async getMeta<T = unknown>(key: Digest): Promise<MetaDocument<T> | undefined> {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.metaPath(key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    return validateDocument(
+      metaSchema,
+      parseJsonBytes(bytes, `metadata ${key}`),
+      `metadata ${key}`,
+    ) as MetaDocument<T>;
+  }
+
+  async deleteMeta(key: Digest): Promise<boolean> {
+    return this.withLease(async () => {
+      try {
+        await unlink(this.metaPath(key));
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+        throw err;
+      }
+    });
+  }
+
+  /** Keys of every metadata document present. */
+  async listMeta(): Promise<{ keys: Digest[]; stray: string[] }> {
+    const dir = join(this.root, "meta", "sha256");
+    const keys: Digest[] = [];
+    const stray: string[] = [];
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const key = `sha256:${name.replace(/\.json$/, "")}`;
+      if (name.endsWith(".json") && isDigest(key)) keys.push(key);
+      else stray.push(join(dir, name));
+    }
+    return { keys: keys.sort(), stray };
+  }
+
+  /** Names of files under ingest/. */
+  async listIngest(): Promise<string[]> {
+    return (await readdir(this.ingestDir).catch(() => [] as string[])).sort();
+  }
+
+  async hasRefsDir(): Promise<boolean> {
+    return exists(join(this.root, "refs"));
+  }
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** One repository of the store as an ImageRepository (blobs are shared by all repositories). */
+class StoreRepository implements ImageRepository {
+  constructor(
+    private readonly store: ContentStore,
+    readonly name: string,
+  ) {}
+
+  has(digest: Digest): Promise<boolean> {
+    return this.store.hasBlob(digest);
+  }
+
+  size(digest: Digest): Promise<number> {
+    return this.store.blobs.size(digest);
+  }
+
+  open(blob: BlobRef): Promise<AsyncIterable<Uint8Array>> {
+    return this.store.openBlob(blob);
+  }
+
+  read(blob: BlobRef, maxBytes?: number): Promise<Uint8Array> {
+    return this.store.readBlob(blob, maxBytes);
+  }
+
+  put(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
+    return this.store.putBlob(source, expected);
+  }
+
+  async resolve(tag: string): Promise<Descriptor> {
+    const found = await this.store.getRef(this.name, tag);
+    if (found) return found;
+    const tags = await this.tags();
+    throw new RootstockError(
+      "NOT_FOUND",
+      `store: no tag ${JSON.stringify(tag)} in ${this.name}; tags: ${tags.length ? tags.join(", ") : "none"}`,
+    );
+  }
+
+  async tags(): Promise<string[]> {
+    return (await this.store.listRefs(this.name)).map((r) => r.tag);
+  }
+
+  setTag(tag: string, descriptor: Descriptor): Promise<void> {
+    return this.store.setRef(this.name, tag, descriptor);
+  }
+
+  deleteTag(tag: string): Promise<boolean> {
+    return this.store.deleteRef(this.name, tag);
+  }
+}
