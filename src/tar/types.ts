@@ -14,10 +14,14 @@ export interface TarTime {
 }
 
 export interface TarHeader {
-  /** Resolved name: PAX `path`, else GNU `L`, else ustar prefix + "/" + name. Not cleaned. */
+  /** Resolved name: GNU `L`, else PAX `path`, else ustar prefix + "/" + name (Go's order). Not cleaned. */
   name: string;
-  /** Resolved link target: PAX `linkpath`, else GNU `K`, else the header field. */
+  /** The name's bytes, only when they are not valid UTF-8 (`name` then holds U+FFFD replacements). */
+  nameRaw?: Uint8Array;
+  /** Resolved link target: GNU `K`, else PAX `linkpath`, else the header field. */
   linkname: string;
+  /** The link target's bytes, only when they are not valid UTF-8. */
+  linknameRaw?: Uint8Array;
   type: TarEntryType;
   /** The raw typeflag byte ('0', NUL and '7' all read as "file"; '7' is refused by zstd:chunked). */
   typeflag: number;
@@ -29,6 +33,11 @@ export interface TarHeader {
   gname: string;
   /** Payload bytes that follow the header (0 for header-only types whatever the field says). */
   size: number;
+  /**
+   * The size the header declares (PAX `size` applied), only when it differs from `size`:
+   * a header-only type whose size field is non-zero. TOC `size` and tar-split use it.
+   */
+  declaredSize?: number;
   mtime: TarTime;
   /** Only when the archive carries it (PAX atime, or a non-zero GNU atime field). */
   atime?: TarTime;
