@@ -1,0 +1,871 @@
+/**
+ * One repository on a registry: the distribution API's manifest, blob, upload, tag
+ * and delete endpoints. Every byte read is verified (manifests by digest, blobs by
+ * size and digest at the end of the stream); every byte pushed is hashed on the way
+ * and the upload is only committed when it matches.
+ */
+import { RootstockError } from "../errors.js";
+import { type Digest, Digester, isDigest, parseDigest, sha256, verifyDigest } from "../oci/digest.js";
+import { isIndexMediaType, MediaType } from "../oci/mediatypes.js";
+import { type Platform, selectManifest } from "../oci/platform.js";
+import { parseIndex } from "../oci/types.js";
+import { type ProgressSink, silentProgress } from "../progress.js";
+import { repositoryScope } from "./auth.js";
+import type { RegistryClient, Response } from "./client.js";
+import { RegistryError } from "./errors.js";
+import { backoffDelay, headerValue, isTransientError, networkError, readBounded, sleep } from "./http.js";
+import { multipartBoundary, parseByteranges } from "./multipart.js";
+import {
+  type ByteRange,
+  contentRangeMatches,
+  parseContentRange,
+  planRangeRequests,
+  type RangeBytes,
+  type RangePlanOptions,
+  rangeHeader,
+  type Span,
+  SpanCollector,
+} from "./ranges.js";
+
+/** What we accept by default: both manifest families, single and multi-platform. */
+export const DEFAULT_MANIFEST_ACCEPT = [
+  MediaType.OciManifest,
+  MediaType.OciIndex,
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+];
+
+/** containers/image's limit: manifests are small, a huge one is an attack. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+export interface ManifestResult {
+  bytes: Uint8Array;
+  mediaType: string;
+  digest: Digest;
+}
+
+export interface GetManifestOptions {
+  /** Accept header media types; default DEFAULT_MANIFEST_ACCEPT. */
+  accept?: readonly string[];
+  /** When the answer is an index, fetch the manifest for this platform instead. */
+  platform?: Platform;
+}
+
+export interface OpenBlobOptions {
+  /** Expected size: checked at the end, and a stream running past it stops at once. */
+  size?: number;
+  /** Start here; the caller already has bytes [0, offset) and passes them hashed in `digester`. */
+  offset?: number;
+  /** Hash state of the first `offset` bytes (required when offset > 0). */
+  digester?: Digester;
+  progress?: ProgressSink;
+}
+
+/** A blob to push: bytes in memory, or a function that opens its stream (once per attempt). */
+export type BlobContent = Uint8Array | (() => AsyncIterable<Uint8Array>);
+
+export interface PushBlobOptions {
+  digest: Digest;
+  size: number;
+  /** Repositories on the same registry that may hold the blob: mount instead of upload. */
+  mountFrom?: readonly string[];
+  /** Blobs up to this size go in one PUT; larger ones in PATCH chunks. Default 16 MiB. */
+  monolithicMax?: number;
+  /** PATCH chunk size (also the memory a push holds). Default 16 MiB. */
+  chunkSize?: number;
+  progress?: ProgressSink;
+}
+
+export type PushBlobResult = "exists" | "mounted" | "uploaded";
+
+export interface BlobRangesOptions extends RangePlanOptions {}
+
+export class Repository {
+  constructor(
+    readonly client: RegistryClient,
+    readonly name: string,
+  ) {}
+
+  /** `host/name`, the prefix of every error about this repository. */
+  get where(): string {
+    return `${this.client.host}/${this.name}`;
+  }
+
+  private pull(): string[] {
+    return [repositoryScope(this.name, ["pull"])];
+  }
+
+  private push(): string[] {
+    return [repositoryScope(this.name, ["pull", "push"])];
+  }
+
+  private refWhere(ref: string): string {
+    return isDigest(ref) ? `${this.where}@${ref}` : `${this.where}:${ref}`;
+  }
+
+  private checkRef(ref: string): void {
+    if (!isDigest(ref) && !TAG_RE.test(ref)) {
+      throw new RootstockError(
+        "INVALID_ARGUMENT",
+        `${this.where}: not a tag or sha256 digest: ${JSON.stringify(ref)}`,
+      );
+    }
+  }
+
+  // ---- manifests ------------------------------------------------------------
+
+  /** A manifest by tag or digest, its bytes verified; an index resolved to `platform` when given. */
+  async getManifest(ref: string, opts: GetManifestOptions = {}): Promise<ManifestResult> {
+    this.checkRef(ref);
+    const where = this.refWhere(ref);
+    const accept = opts.accept ?? DEFAULT_MANIFEST_ACCEPT;
+    const res = await this.client.send({
+      method: "GET",
+      url: `/v2/${this.name}/manifests/${ref}`,
+      headers: { accept: accept.join(", ") },
+      scopes: this.pull(),
+      expect: [200],
+      where,
+    });
+    const bytes = new Uint8Array(await readBounded(res.body, MAX_MANIFEST_BYTES, where));
+    const digest = sha256(bytes);
+    if (isDigest(ref)) {
+      verifyDigest({ digest, size: bytes.length }, { digest: ref }, where);
+    } else {
+      const claimed = headerValue(res.headers, "docker-content-digest");
+      if (claimed && isDigest(claimed) && claimed !== digest) {
+        throw new RootstockError(
+          "DIGEST_MISMATCH",
+          `${where}: manifest hashes to ${digest}, registry says ${claimed}`,
+        );
+      }
+    }
+    const mediaType = manifestMediaType(headerValue(res.headers, "content-type"), bytes);
+    if (opts.platform && isIndexMediaType(mediaType)) {
+      const entry = selectManifest(parseIndex(bytes, where), opts.platform, where);
+      const chosen = await this.getManifest(entry.digest, {
+        accept: accept.filter((t) => !isIndexMediaType(t)),
+      });
+      if (chosen.bytes.length !== entry.size) {
+        throw new RootstockError(
+          "SIZE_MISMATCH",
+          `${where}: manifest ${entry.digest} is ${chosen.bytes.length} bytes, index says ${entry.size}`,
+        );
+      }
+      return chosen;
+    }
+    return { bytes, mediaType, digest };
+  }
+
+  /** Digest, media type and size of a manifest without its body; undefined when absent. */
+  async headManifest(
+    ref: string,
+    opts: { accept?: readonly string[] } = {},
+  ): Promise<
+    { digest: Digest | undefined; mediaType: string | undefined; size: number | undefined } | undefined
+  > {
+    this.checkRef(ref);
+    const res = await this.client.send({
+      method: "HEAD",
+      url: `/v2/${this.name}/manifests/${ref}`,
+      headers: { accept: (opts.accept ?? DEFAULT_MANIFEST_ACCEPT).join(", ") },
+      scopes: this.pull(),
+      expect: [200, 404],
+      where: this.refWhere(ref),
+    });
+    await res.body.dump();
+    if (res.statusCode === 404) return undefined;
+    const digest = headerValue(res.headers, "docker-content-digest");
+    const length = headerValue(res.headers, "content-length");
+    return {
+      digest: digest && isDigest(digest) ? digest : undefined,
+      mediaType: headerValue(res.headers, "content-type")?.split(";")[0]?.trim(),
+      size: length === undefined ? undefined : Number(length),
+    };
+  }
+
+  /** Stores a manifest under a tag or its digest; returns its digest. Its blobs must be pushed first. */
+  async putManifest(ref: string, bytes: Uint8Array, mediaType: string): Promise<Digest> {
+    this.checkRef(ref);
+    const where = this.refWhere(ref);
+    const digest = sha256(bytes);
+    if (isDigest(ref))
+      verifyDigest({ digest, size: bytes.length }, { digest: ref }, `${where}: manifest to push`);
+    const res = await this.client.send({
+      method: "PUT",
+      url: `/v2/${this.name}/manifests/${ref}`,
+      headers: { "content-type": mediaType },
+      body: bytes,
+      scopes: this.push(),
+      expect: [200, 201],
+      where,
+    });
+    await res.body.dump();
+    const stored = headerValue(res.headers, "docker-content-digest");
+    if (stored && isDigest(stored) && stored !== digest) {
+      throw new RootstockError(
+        "DIGEST_MISMATCH",
+        `${where}: registry stored the manifest as ${stored}, expected ${digest}`,
+      );
+    }
+    return digest;
+  }
+
+  /** Deletes a manifest by digest (and so every tag pointing at it). */
+  async deleteManifest(digest: Digest): Promise<void> {
+    parseDigest(digest, `${this.where}: manifest to delete`);
+    const res = await this.client.send({
+      method: "DELETE",
+      url: `/v2/${this.name}/manifests/${digest}`,
+      scopes: [repositoryScope(this.name, ["delete"])],
+      expect: [200, 202],
+      where: this.refWhere(digest),
+    });
+    await res.body.dump();
+  }
+
+  /** All tags, following the registry's Link pagination. */
+  async listTags(opts: { pageSize?: number } = {}): Promise<string[]> {
+    const tags: string[] = [];
+    let url: string | undefined = `/v2/${this.name}/tags/list${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
+    for (let pages = 0; url; pages++) {
+      if (pages > 10_000)
+        throw new RootstockError("REGISTRY", `${this.where}: tag list pagination does not end`);
+      const res: Response = await this.client.send({
+        method: "GET",
+        url,
+        scopes: this.pull(),
+        expect: [200],
+        where: this.where,
+      });
+      const text = (await readBounded(res.body, 16 * 1024 * 1024, this.where)).toString("utf8");
+      let body: { tags?: unknown };
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new RootstockError("INVALID_FORMAT", `${this.where}: tag list is not JSON`);
+      }
+      if (body.tags !== null && body.tags !== undefined) {
+        if (!Array.isArray(body.tags) || body.tags.some((t) => typeof t !== "string")) {
+          throw new RootstockError("INVALID_FORMAT", `${this.where}: tags: not an array of strings`);
+        }
+        tags.push(...(body.tags as string[]));
+      }
+      url = nextLink(headerValue(res.headers, "link"));
+    }
+    return tags;
+  }
+
+  // ---- blobs ----------------------------------------------------------------
+
+  private blobUrl(digest: Digest): string {
+    return `/v2/${this.name}/blobs/${digest}`;
+  }
+
+  /** The blob's size when the registry has it, else undefined. */
+  async headBlob(digest: Digest): Promise<{ size: number } | undefined> {
+    parseDigest(digest, `${this.where}: blob`);
+    const res = await this.client.send({
+      method: "HEAD",
+      url: this.blobUrl(digest),
+      scopes: this.pull(),
+      expect: [200, 404],
+      where: `${this.where}@${digest}`,
+    });
+    await res.body.dump();
+    if (res.statusCode === 404) return undefined;
+    const length = Number(headerValue(res.headers, "content-length"));
+    return { size: Number.isSafeInteger(length) ? length : -1 };
+  }
+
+  /**
+   * The blob's bytes as a stream, verified: the stream throws SIZE_MISMATCH or
+   * DIGEST_MISMATCH at its end rather than ending quietly. A dropped connection is
+   * resumed with a Range request from the last byte received (backoff between
+   * attempts; the attempt budget resets whenever bytes arrive).
+   */
+  async *openBlob(digest: Digest, opts: OpenBlobOptions = {}): AsyncGenerator<Uint8Array> {
+    parseDigest(digest, `${this.where}: blob`);
+    const where = `${this.where}@${digest}`;
+    const offset = opts.offset ?? 0;
+    const digester = opts.digester ?? new Digester();
+    if (digester.size !== offset) {
+      throw new RootstockError(
+        "INVALID_ARGUMENT",
+        `${where}: offset ${offset} needs a digester holding those ${offset} bytes (it holds ${digester.size})`,
+      );
+    }
+    let size = opts.size;
+    const progress = opts.progress ?? silentProgress;
+    const taskId = `blob ${digest}`;
+    progress({
+      type: "start",
+      id: taskId,
+      label: `${this.name}@${digest.slice(7, 19)}`,
+      total: size,
+      unit: "bytes",
+    });
+    let position = offset;
+    let failures = 0;
+    while (size === undefined || position < size || position === offset) {
+      const res = await this.client.send({
+        method: "GET",
+        url: this.blobUrl(digest),
+        headers: position > 0 ? { range: `bytes=${position}-` } : {},
+        scopes: this.pull(),
+        expect: position > 0 ? [200, 206] : [200],
+        where,
+      });
+      let skip = 0;
+      if (res.statusCode === 206) {
+        const got = parseContentRange(headerValue(res.headers, "content-range"));
+        if (!got || got.start !== position) {
+          res.body.destroy();
+          throw new RegistryError(
+            where,
+            206,
+            undefined,
+            `asked for bytes from ${position}, got Content-Range ${JSON.stringify(headerValue(res.headers, "content-range") ?? "")}`,
+          );
+        }
+        size ??= got.total;
+      } else {
+        // 200: the whole blob again; skip what we already have.
+        skip = position;
+        const length = Number(headerValue(res.headers, "content-length"));
+        if (Number.isSafeInteger(length)) {
+          if (size !== undefined && length !== size) {
+            res.body.destroy();
+            throw new RootstockError(
+              "SIZE_MISMATCH",
+              `${where}: expected ${size} bytes, registry sends ${length}`,
+            );
+          }
+          size ??= length;
+        }
+      }
+      let dropped: unknown;
+      const body = res.body[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          let next: IteratorResult<Uint8Array>;
+          try {
+            next = await body.next();
+          } catch (err) {
+            if (!isTransientError(err)) throw networkError(where, err);
+            dropped = err;
+            break;
+          }
+          if (next.done) break;
+          let chunk: Uint8Array = next.value;
+          if (skip > 0) {
+            const n = Math.min(skip, chunk.length);
+            skip -= n;
+            chunk = chunk.subarray(n);
+            if (chunk.length === 0) continue;
+          }
+          if (size !== undefined && position + chunk.length > size) {
+            throw new RootstockError("SIZE_MISMATCH", `${where}: expected ${size} bytes, got more`);
+          }
+          digester.update(chunk);
+          position += chunk.length;
+          failures = 0;
+          progress({ type: "advance", id: taskId, current: position, total: size });
+          yield chunk;
+        }
+      } finally {
+        if (!res.body.destroyed) res.body.destroy();
+      }
+      if (dropped === undefined && (size === undefined || position >= size)) break;
+      // Dropped, or ended short of the size: resume from `position`.
+      if (failures >= this.client.retries) {
+        if (dropped !== undefined) throw networkError(`${where}: after ${failures + 1} attempts`, dropped);
+        break; // the size check below reports the short stream
+      }
+      await sleep(backoffDelay(failures++, this.client.retryBaseDelayMs));
+    }
+    verifyDigest({ digest: digester.digest(), size: digester.size }, { digest, size }, where);
+    progress({ type: "done", id: taskId });
+  }
+
+  /**
+   * Byte ranges of a blob, each yielded once complete (in the order they finish,
+   * which follows the blob's order within a request). Handles whatever the server
+   * answers: 206 with one range, 206 `multipart/byteranges`, or 200 with the whole
+   * blob (the needed bytes are cut out and the connection closed). A range the
+   * blob does not hold (416) is a RegistryError; a server refusing several ranges
+   * at once is asked one range at a time. Requests are issued one after another;
+   * call this several times for parallel fetching.
+   */
+  async *getBlobRanges(
+    digest: Digest,
+    ranges: readonly ByteRange[],
+    opts: BlobRangesOptions = {},
+  ): AsyncGenerator<RangeBytes> {
+    parseDigest(digest, `${this.where}: blob`);
+    for (const req of planRangeRequests(ranges, opts)) {
+      yield* this.fetchSpans(digest, req.spans);
+    }
+  }
+
+  private async *fetchSpans(digest: Digest, spans: Span[]): AsyncGenerator<RangeBytes> {
+    const where = `${this.where}@${digest}`;
+    if (spans.length > 1 && this.client.multiRangeUnsupported) {
+      for (const span of spans) yield* this.fetchSpans(digest, [span]);
+      return;
+    }
+    let pending = spans;
+    let failures = 0;
+    while (pending.length > 0) {
+      const res = await this.client.send({
+        method: "GET",
+        url: this.blobUrl(digest),
+        headers: { range: rangeHeader(pending) },
+        scopes: this.pull(),
+        expect: [200, 206, 416, 501],
+        where,
+      });
+      const status = res.statusCode;
+      if ((status === 416 || status === 501) && pending.length > 1) {
+        // zot answers 416 and GHCR 501 to several ranges: ask one at a time from now on.
+        await res.body.dump();
+        this.client.multiRangeUnsupported = true;
+        for (const span of pending) yield* this.fetchSpans(digest, [span]);
+        return;
+      }
+      if (status === 416 || status === 501) {
+        const text = (await readBounded(res.body, 64 * 1024, where).catch(() => Buffer.alloc(0))).toString();
+        const span = pending[0]!;
+        throw new RegistryError(
+          where,
+          status,
+          status === 416 ? "RANGE_NOT_SATISFIABLE" : undefined,
+          `bytes ${span.start}-${span.end - 1}${text.includes("size") ? `: ${text.trim().slice(0, 80)}` : " not satisfiable"}`,
+        );
+      }
+      const collectors = pending.map((span) => new SpanCollector(span));
+      let dropped: unknown;
+      try {
+        for await (const done of this.readRangeResponse(res, collectors, where)) yield done;
+      } catch (err) {
+        if (!isTransientError(err)) throw err instanceof RootstockError ? err : networkError(where, err);
+        dropped = err;
+      } finally {
+        if (!res.body.destroyed) res.body.destroy();
+      }
+      const unfinished = collectors.filter((c) => !c.done);
+      if (unfinished.length > 0 && dropped === undefined) {
+        const missing = unfinished.map((c) => `${c.span.start}-${c.span.end - 1}`).join(", ");
+        throw new RegistryError(where, status, undefined, `response lacks bytes ${missing}`);
+      }
+      if (unfinished.length === 0) return;
+      // The connection dropped: ask again for the ranges not yet delivered.
+      if (failures >= this.client.retries)
+        throw networkError(`${where}: after ${failures + 1} attempts`, dropped);
+      await sleep(backoffDelay(failures++, this.client.retryBaseDelayMs));
+      pending = unfinished.map((c) => remainingSpan(c));
+    }
+  }
+
+  /** Routes the bytes of a 200/206 answer into the span collectors; yields finished ranges. */
+  private async *readRangeResponse(
+    res: Response,
+    collectors: SpanCollector[],
+    where: string,
+  ): AsyncGenerator<RangeBytes> {
+    const contentType = headerValue(res.headers, "content-type");
+    if (res.statusCode === 200) {
+      // The whole blob: walk it, feed each span its bytes, stop once all are done.
+      let position = 0;
+      let index = 0;
+      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+        const chunkEnd = position + chunk.length;
+        while (index < collectors.length) {
+          const c = collectors[index]!;
+          const from = Math.max(c.expected, position);
+          const to = Math.min(c.span.end, chunkEnd);
+          if (from < to) yield* c.write(chunk.subarray(from - position, to - position));
+          if (c.expected >= c.span.end) index++;
+          else break;
+        }
+        position = chunkEnd;
+        if (index >= collectors.length) return;
+      }
+      return;
+    }
+    const boundary = multipartBoundary(contentType);
+    if (boundary === undefined) {
+      // One range. A server may coalesce several asked ranges into one covering them.
+      const raw = headerValue(res.headers, "content-range");
+      const got = parseContentRange(raw);
+      const first = collectors[0]!.span;
+      const last = collectors[collectors.length - 1]!.span;
+      const covers =
+        got &&
+        (collectors.length === 1
+          ? contentRangeMatches(got, first)
+          : got.start <= first.start &&
+            (got.end >= last.end || (got.total !== undefined && got.end === got.total)));
+      if (!got || !covers) {
+        throw new RegistryError(
+          where,
+          206,
+          undefined,
+          `asked for ${rangeHeader(collectors.map((c) => c.span))}, got Content-Range ${JSON.stringify(raw ?? "")}`,
+        );
+      }
+      let position = got.start;
+      let index = 0;
+      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+        const chunkEnd = position + chunk.length;
+        while (index < collectors.length) {
+          const c = collectors[index]!;
+          const from = Math.max(c.expected, position);
+          const to = Math.min(c.span.end, chunkEnd);
+          if (from < to) yield* c.write(chunk.subarray(from - position, to - position));
+          if (c.expected >= c.span.end) index++;
+          else break;
+        }
+        position = chunkEnd;
+        if (position > got.end)
+          throw new RegistryError(where, 206, undefined, "body longer than its Content-Range");
+        if (index >= collectors.length) return;
+      }
+      return;
+    }
+    // Several ranges: each part must answer one asked span exactly, once.
+    let current: SpanCollector | undefined;
+    for await (const event of parseByteranges(res.body, boundary, where)) {
+      if (event.kind === "part") {
+        current = collectors.find(
+          (c) => c.expected === c.span.start && contentRangeMatches(event.range, c.span),
+        );
+        if (!current) {
+          throw new RegistryError(
+            where,
+            206,
+            undefined,
+            `multipart answer has bytes ${event.range.start}-${event.range.end - 1}, not one of the asked ${rangeHeader(
+              collectors.map((c) => c.span),
+            )} (or sent twice)`,
+          );
+        }
+        continue;
+      }
+      yield* current!.write(event.bytes);
+    }
+  }
+
+  /**
+   * Pushes a blob unless the registry has it: HEAD first, then a cross-repository
+   * mount from `mountFrom`, then an upload (one PUT for small blobs, PATCH chunks
+   * for large ones). The content is hashed while sent; a mismatch with `digest`
+   * cancels the upload and nothing is committed.
+   */
+  async pushBlob(content: BlobContent, opts: PushBlobOptions): Promise<PushBlobResult> {
+    const digest = parseDigest(opts.digest, `${this.where}: blob to push`);
+    const where = `${this.where}@${digest}`;
+    const existing = await this.headBlob(digest);
+    if (existing && (existing.size === opts.size || existing.size < 0)) return "exists";
+
+    let location: string | undefined;
+    for (const from of opts.mountFrom ?? []) {
+      if (from === this.name) continue;
+      const res = await this.client.send({
+        method: "POST",
+        url: `/v2/${this.name}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`,
+        scopes: [...this.push(), repositoryScope(from, ["pull"])],
+        expect: [201, 202],
+        where,
+      });
+      await res.body.dump();
+      if (res.statusCode === 201) return "mounted";
+      // 202: not mountable; the registry opened an upload session instead, use it.
+      location = this.uploadLocation(res, where);
+      break;
+    }
+    if (!location) {
+      const res = await this.client.send({
+        method: "POST",
+        url: `/v2/${this.name}/blobs/uploads/`,
+        scopes: this.push(),
+        expect: [202],
+        where,
+      });
+      await res.body.dump();
+      location = this.uploadLocation(res, where);
+    }
+    const progress = opts.progress ?? silentProgress;
+    const taskId = `push ${digest}`;
+    progress({
+      type: "start",
+      id: taskId,
+      label: `${this.name}@${digest.slice(7, 19)}`,
+      total: opts.size,
+      unit: "bytes",
+    });
+    try {
+      const monolithicMax = opts.monolithicMax ?? 16 * 1024 * 1024;
+      if (opts.size <= monolithicMax) {
+        const bytes = content instanceof Uint8Array ? content : await collect(content(), opts.size, where);
+        verifyDigest(
+          { digest: sha256(bytes), size: bytes.length },
+          { digest, size: opts.size },
+          `${where}: content`,
+        );
+        await this.finishUpload(location, digest, bytes, where);
+      } else {
+        location = await this.uploadChunks(location, content, opts, where, (n) =>
+          progress({ type: "advance", id: taskId, current: n, total: opts.size }),
+        );
+        await this.finishUpload(location, digest, undefined, where);
+      }
+    } catch (err) {
+      await this.cancelUpload(location, where);
+      throw err;
+    }
+    progress({ type: "done", id: taskId });
+    return "uploaded";
+  }
+
+  private uploadLocation(res: Response, where: string): string {
+    const location = headerValue(res.headers, "location");
+    if (!location)
+      throw new RegistryError(where, res.statusCode, undefined, "upload started without a Location");
+    return location;
+  }
+
+  private async finishUpload(location: string, digest: Digest, body: Uint8Array | undefined, where: string) {
+    const url = withQuery(location, "digest", digest);
+    const res = await this.client.send({
+      method: "PUT",
+      url,
+      headers: { "content-type": "application/octet-stream", "content-length": String(body?.length ?? 0) },
+      body: body ?? new Uint8Array(0),
+      scopes: this.push(),
+      expect: [201, 204],
+      where,
+    });
+    await res.body.dump();
+    const stored = headerValue(res.headers, "docker-content-digest");
+    if (stored && isDigest(stored) && stored !== digest) {
+      throw new RootstockError("DIGEST_MISMATCH", `${where}: registry stored the blob as ${stored}`);
+    }
+  }
+
+  private async cancelUpload(location: string, where: string): Promise<void> {
+    try {
+      const res = await this.client.send({
+        method: "DELETE",
+        url: location,
+        scopes: this.push(),
+        expect: [200, 202, 204, 404],
+        where,
+        retry: false,
+      });
+      await res.body.dump();
+    } catch {
+      // Best effort: the registry purges stale uploads itself.
+    }
+  }
+
+  /** PATCHes the content in chunks of `chunkSize`; returns the Location for the final PUT. */
+  private async uploadChunks(
+    location: string,
+    content: BlobContent,
+    opts: PushBlobOptions,
+    where: string,
+    advance: (sent: number) => void,
+  ): Promise<string> {
+    const chunkSize = opts.chunkSize ?? 16 * 1024 * 1024;
+    const digester = new Digester();
+    let sent = 0;
+    const source = content instanceof Uint8Array ? [content] : content();
+    for await (const chunk of rechunk(source, chunkSize)) {
+      digester.update(chunk);
+      if (digester.size > opts.size) {
+        throw new RootstockError("SIZE_MISMATCH", `${where}: content: expected ${opts.size} bytes, got more`);
+      }
+      location = await this.patchChunk(location, chunk, sent, where);
+      sent += chunk.length;
+      advance(sent);
+    }
+    verifyDigest(
+      { digest: digester.digest(), size: digester.size },
+      { digest: opts.digest, size: opts.size },
+      `${where}: content`,
+    );
+    return location;
+  }
+
+  /** One PATCH; after a dropped connection, asks the session how much arrived and sends the rest. */
+  private async patchChunk(
+    location: string,
+    chunk: Uint8Array,
+    start: number,
+    where: string,
+  ): Promise<string> {
+    let offset = 0; // bytes of this chunk the registry already has
+    for (let failures = 0; ; ) {
+      const part = chunk.subarray(offset);
+      const from = start + offset;
+      try {
+        const res = await this.client.send({
+          method: "PATCH",
+          url: location,
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-range": `${from}-${from + part.length - 1}`,
+            "content-length": String(part.length),
+          },
+          body: part,
+          scopes: this.push(),
+          expect: [202],
+          where,
+          retry: false,
+        });
+        await res.body.dump();
+        const next = this.uploadLocation(res, where);
+        const range = headerValue(res.headers, "range");
+        const end = range
+          ? Number(/^(?:bytes=)?0-(\d+)$/.exec(range)?.[1] ?? Number.NaN) + 1
+          : from + part.length;
+        if (end !== from + part.length) {
+          throw new RegistryError(
+            where,
+            202,
+            undefined,
+            `upload holds ${end} bytes after a PATCH, expected ${from + part.length}`,
+          );
+        }
+        return next;
+      } catch (err) {
+        const retryable =
+          isTransientError((err as { cause?: unknown }).cause ?? err) ||
+          (err instanceof RegistryError && err.status >= 500);
+        if (!retryable || failures >= this.client.retries) throw err;
+        await sleep(backoffDelay(failures++, this.client.retryBaseDelayMs));
+        const status = await this.uploadStatus(location, where);
+        location = status.location;
+        if (status.received < start || status.received > start + chunk.length) {
+          throw new RegistryError(
+            where,
+            204,
+            undefined,
+            `upload session holds ${status.received} bytes, expected ${start}..${start + chunk.length}`,
+          );
+        }
+        offset = status.received - start;
+        if (offset === chunk.length) return location;
+      }
+    }
+  }
+
+  private async uploadStatus(
+    location: string,
+    where: string,
+  ): Promise<{ location: string; received: number }> {
+    const res = await this.client.send({
+      method: "GET",
+      url: location,
+      scopes: this.push(),
+      expect: [204],
+      where,
+    });
+    await res.body.dump();
+    const range = headerValue(res.headers, "range");
+    const m = range ? /^(?:bytes=)?0-(\d+)$/.exec(range) : undefined;
+    return { location: headerValue(res.headers, "location") ?? location, received: m ? Number(m[1]) + 1 : 0 };
+  }
+
+  /** Deletes a blob (registries may refuse: UNSUPPORTED). */
+  async deleteBlob(digest: Digest): Promise<void> {
+    parseDigest(digest, `${this.where}: blob to delete`);
+    const res = await this.client.send({
+      method: "DELETE",
+      url: this.blobUrl(digest),
+      scopes: [repositoryScope(this.name, ["delete"])],
+      expect: [200, 202],
+      where: `${this.where}@${digest}`,
+    });
+    await res.body.dump();
+  }
+}
+
+/** The span of a collector's ranges still missing (its finished ranges are not asked again). */
+function remainingSpan(c: SpanCollector): Span {
+  const ranges = c.span.ranges.filter((r) => r.offset + r.length > c.expected);
+  const start = Math.min(...ranges.map((r) => r.offset));
+  return { start, end: c.span.end, ranges };
+}
+
+function manifestMediaType(contentType: string | undefined, bytes: Uint8Array): string {
+  const header = contentType?.split(";")[0]?.trim();
+  if (
+    header &&
+    header !== "application/json" &&
+    header !== "text/plain" &&
+    header !== "application/octet-stream"
+  ) {
+    return header;
+  }
+  try {
+    const doc = JSON.parse(Buffer.from(bytes).toString("utf8")) as {
+      mediaType?: unknown;
+      manifests?: unknown;
+    };
+    if (typeof doc.mediaType === "string") return doc.mediaType;
+    return Array.isArray(doc.manifests) ? MediaType.OciIndex : MediaType.OciManifest;
+  } catch {
+    return header ?? "application/octet-stream";
+  }
+}
+
+function nextLink(link: string | undefined): string | undefined {
+  if (!link) return undefined;
+  const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
+  return m?.[1];
+}
+
+function withQuery(location: string, key: string, value: string): string {
+  const url = new URL(location, "http://placeholder");
+  url.searchParams.set(key, value);
+  return /^https?:\/\//.test(location) ? url.toString() : `${url.pathname}${url.search}`;
+}
+
+async function collect(source: AsyncIterable<Uint8Array>, size: number, where: string): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  let at = 0;
+  for await (const chunk of source) {
+    if (at + chunk.length > size) {
+      throw new RootstockError("SIZE_MISMATCH", `${where}: content: expected ${size} bytes, got more`);
+    }
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  if (at !== size)
+    throw new RootstockError("SIZE_MISMATCH", `${where}: content: expected ${size} bytes, got ${at}`);
+  return out;
+}
+
+/** Regroups a stream into chunks of exactly `size` bytes (the last may be shorter). */
+async function* rechunk(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, size: number) {
+  let parts: Uint8Array[] = [];
+  let held = 0;
+  for await (const piece of source) {
+    let chunk = piece;
+    while (chunk.length > 0) {
+      const take = Math.min(size - held, chunk.length);
+      parts.push(chunk.subarray(0, take));
+      held += take;
+      chunk = chunk.subarray(take);
+      if (held === size) {
+        yield Buffer.concat(parts, held);
+        parts = [];
+        held = 0;
+      }
+    }
+  }
+  if (held > 0) yield Buffer.concat(parts, held);
+}
