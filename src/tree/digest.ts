@@ -1,0 +1,101 @@
+/**
+ * The tree digest: one sha256 that names a root filesystem whatever form it came in
+ * (a scanned directory, an image's merged layers, a tar, a cpio). The exact
+ * serialisation is specified in README.md ("Tree digest v1"); change it only together
+ * with TREE_DIGEST_VERSION.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { RootstockError } from "../errors.js";
+import type { Digest } from "../oci/digest.js";
+import type { Tree, TreeNode } from "./tree.js";
+
+export const TREE_DIGEST_VERSION = 1;
+
+const HEADER = `rootstock tree digest v${TREE_DIGEST_VERSION}\n`;
+
+/**
+ * Whether an extended attribute is part of the filesystem's content. SELinux labels
+ * are the host policy's, set by whoever extracts the tree; `system.*` holds ACLs and
+ * other kernel-synthesised attributes that tar carries outside xattr records (or not
+ * at all). Everything else (security.capability, user.*, trusted.*, security.ima...) counts.
+ */
+export function isContentXattr(name: string): boolean {
+  return name !== "security.selinux" && !name.startsWith("system.");
+}
+
+const TYPE_LETTER: Record<TreeNode["type"], string> = {
+  file: "f",
+  dir: "d",
+  symlink: "l",
+  char: "c",
+  block: "b",
+  fifo: "p",
+};
+
+/** A length-prefixed byte string: decimal byte count, ":", the bytes. */
+function field(hash: Hash, value: string | Uint8Array): void {
+  const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
+  hash.update(`${bytes.length}:`);
+  hash.update(bytes);
+}
+
+function writeNode(hash: Hash, path: string, node: TreeNode): void {
+  hash.update(TYPE_LETTER[node.type]);
+  hash.update(" ");
+  field(hash, path);
+  // Symlink permission bits mean nothing on Linux and tar writers disagree on them.
+  const mode = node.type === "symlink" ? "-" : node.mode.toString(8).padStart(4, "0");
+  hash.update(` ${mode} ${node.uid} ${node.gid} ${node.mtime.sec}`);
+  switch (node.type) {
+    case "file":
+      if (!node.digest) {
+        throw new RootstockError("INTERNAL", `tree digest: ${JSON.stringify(path)} has no content digest`);
+      }
+      hash.update(` ${node.size} ${node.digest.slice(7)}`);
+      break;
+    case "symlink":
+      hash.update(" ");
+      field(hash, node.linkTarget ?? "");
+      break;
+    case "char":
+    case "block":
+      hash.update(` ${node.devmajor} ${node.devminor}`);
+      break;
+    default:
+      break;
+  }
+  for (const [name, value] of node.xattrs) {
+    if (!isContentXattr(name)) continue;
+    hash.update(" x");
+    field(hash, name);
+    field(hash, value);
+  }
+  hash.update("\n");
+}
+
+/**
+ * The tree digest of `tree` (pure; every file must carry its content digest). For a
+ * tar stream, `fromTar` hashes contents while reading, so `treeDigest(await
+ * fromTar(...))` never holds file data in memory.
+ */
+export function treeDigest(tree: Tree): Digest {
+  const hash = createHash("sha256");
+  hash.update(HEADER);
+  const firstPath = new Map<TreeNode, string>();
+  for (const [node, paths] of tree.hardlinkGroups()) firstPath.set(node, paths[0]!);
+  for (const path of tree.sortedPaths()) {
+    if (path === "") continue; // the root's own attributes are not part of the digest
+    const node = tree.get(path)!;
+    const first = firstPath.get(node);
+    if (first !== undefined && first !== path) {
+      hash.update("h ");
+      field(hash, path);
+      hash.update(" ");
+      field(hash, first);
+      hash.update("\n");
+    } else {
+      writeNode(hash, path, node);
+    }
+  }
+  return `sha256:${hash.digest("hex")}`;
+}
