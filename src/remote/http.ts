@@ -102,3 +102,17 @@ export function headerValue(
   const v = headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
+
+/**
+ * Drops a response body we will not read (closing its connection). The listener
+ * keeps the abort from surfacing as an uncaught 'error' when nobody iterates it.
+ */
+export function discardBody(body: {
+  destroyed: boolean;
+  destroy(): unknown;
+  on(e: "error", f: () => void): unknown;
+}) {
+  if (body.destroyed) return;
+  body.on("error", () => {});
+  body.destroy();
+}

@@ -13,7 +13,15 @@ import { type ProgressSink, silentProgress } from "../progress.js";
 import { repositoryScope } from "./auth.js";
 import type { RegistryClient, Response } from "./client.js";
 import { RegistryError } from "./errors.js";
-import { backoffDelay, headerValue, isTransientError, networkError, readBounded, sleep } from "./http.js";
+import {
+  backoffDelay,
+  discardBody,
+  headerValue,
+  isTransientError,
+  networkError,
+  readBounded,
+  sleep,
+} from "./http.js";
 import { multipartBoundary, parseByteranges } from "./multipart.js";
 import {
   type ByteRange,
@@ -321,7 +329,7 @@ export class Repository {
       if (res.statusCode === 206) {
         const got = parseContentRange(headerValue(res.headers, "content-range"));
         if (!got || got.start !== position) {
-          res.body.destroy();
+          discardBody(res.body);
           throw new RegistryError(
             where,
             206,
@@ -336,7 +344,7 @@ export class Repository {
         const length = Number(headerValue(res.headers, "content-length"));
         if (Number.isSafeInteger(length)) {
           if (size !== undefined && length !== size) {
-            res.body.destroy();
+            discardBody(res.body);
             throw new RootstockError(
               "SIZE_MISMATCH",
               `${where}: expected ${size} bytes, registry sends ${length}`,
@@ -375,7 +383,7 @@ export class Repository {
           yield chunk;
         }
       } finally {
-        if (!res.body.destroyed) res.body.destroy();
+        discardBody(res.body);
       }
       if (dropped === undefined && (size === undefined || position >= size)) break;
       // Dropped, or ended short of the size: resume from `position`.
@@ -452,7 +460,7 @@ export class Repository {
         if (!isTransientError(err)) throw err instanceof RootstockError ? err : networkError(where, err);
         dropped = err;
       } finally {
-        if (!res.body.destroyed) res.body.destroy();
+        discardBody(res.body);
       }
       const unfinished = collectors.filter((c) => !c.done);
       if (unfinished.length > 0 && dropped === undefined) {
