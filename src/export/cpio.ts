@@ -335,7 +335,7 @@ export interface CpioEntry {
   /** The newc fields as stored: inode, link count, archive device. */
   newc: NewcHeader;
   /** Regular file data (empty for other types): read it before asking for the next entry, or it is skipped. */
-  body: AsyncIterable<Uint8Array>;
+  payload: AsyncIterable<Uint8Array>;
 }
 
 export interface CpioReadOptions {
@@ -385,10 +385,28 @@ function typeOfMode(mode: number, name: string): TarEntryType {
   }
 }
 
-function toTarHeader(h: NewcHeader, type: TarEntryType, linkname: string): TarHeader {
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Text of a name, and its bytes when they are not valid UTF-8 (as the tar reader reports them). */
+function decodeName(bytes: Uint8Array): { text: string; raw?: Uint8Array } {
+  try {
+    return { text: strictUtf8.decode(bytes) };
+  } catch {
+    return { text: Buffer.from(bytes).toString("utf8"), raw: Uint8Array.from(bytes) };
+  }
+}
+
+function toTarHeader(
+  h: NewcHeader & { nameRaw?: Uint8Array },
+  type: TarEntryType,
+  linkname: string,
+  linknameRaw?: Uint8Array,
+): TarHeader {
   return {
     name: h.name,
+    ...(h.nameRaw ? { nameRaw: h.nameRaw } : {}),
     linkname,
+    ...(linknameRaw ? { linknameRaw } : {}),
     type,
     typeflag: TYPEFLAG[type],
     mode: h.mode & 0o7777,
@@ -428,7 +446,7 @@ export async function* readCpio(
   const linkEntry = (h: NewcHeader, target: string): CpioEntry => ({
     header: toTarHeader(h, "hardlink", target),
     newc: h,
-    body: noBody,
+    payload: noBody,
   });
 
   for (;;) {
@@ -486,7 +504,8 @@ export async function* readCpio(
     const nameBytes = await reader.read(namesize);
     if (nameBytes.length < namesize) throw formatError(`truncated in the name of the entry at byte ${at}`);
     const nul = nameBytes.indexOf(0);
-    const name = Buffer.from(nameBytes.subarray(0, nul < 0 ? namesize : nul)).toString("utf8");
+    const decoded = decodeName(nameBytes.subarray(0, nul < 0 ? namesize : nul));
+    const name = decoded.text;
     if (nul !== namesize - 1) {
       throw formatError(
         `entry ${JSON.stringify(name)} at byte ${at}: name contains NUL or lacks its terminator`,
@@ -497,8 +516,9 @@ export async function* readCpio(
       throw formatError(`truncated after entry ${JSON.stringify(name)}`);
     if (name === NEWC_TRAILER) break;
 
-    const h: NewcHeader = {
+    const h: NewcHeader & { nameRaw?: Uint8Array } = {
       name,
+      ...(decoded.raw ? { nameRaw: decoded.raw } : {}),
       ino,
       mode,
       uid,
@@ -530,11 +550,11 @@ export async function* readCpio(
         yield {
           header: toTarHeader(h, "symlink", Buffer.from(target).toString("utf8")),
           newc: h,
-          body: noBody,
+          payload: noBody,
         };
       } else {
         if (size !== 0) throw formatError(`entry ${shown}: a ${type} entry declares ${size} bytes of data`);
-        yield { header: toTarHeader(h, type, ""), newc: h, body: noBody };
+        yield { header: toTarHeader(h, type, ""), newc: h, payload: noBody };
       }
       continue;
     }
@@ -576,7 +596,7 @@ export async function* readCpio(
         yield chunk;
       }
     })();
-    yield { header: toTarHeader(h, "file", ""), newc: h, body };
+    yield { header: toTarHeader(h, "file", ""), newc: h, payload: body };
     for await (const chunk of reader.take(remaining)) consume(chunk);
     if (remaining > 0)
       throw formatError(`truncated in the data of entry ${shown} (${remaining} bytes missing)`);
@@ -598,7 +618,7 @@ export async function* readCpio(
   for (const group of groups.values()) {
     const [first, ...rest] = group.waiting;
     if (!first) continue;
-    yield { header: toTarHeader(first, "file", ""), newc: first, body: noBody };
+    yield { header: toTarHeader(first, "file", ""), newc: first, payload: noBody };
     for (const h of rest) yield linkEntry(h, first.name);
   }
 }
@@ -612,7 +632,13 @@ export async function* entriesFromCpio(
   source: AsyncIterable<Uint8Array>,
   opts: CpioReadOptions = {},
 ): AsyncGenerator<ExportEntry> {
-  for await (const { header, body } of readCpio(source, opts)) {
+  for await (const { header, payload } of readCpio(source, opts)) {
+    if (header.nameRaw || header.linknameRaw) {
+      throw new RootstockError(
+        "INVALID_FORMAT",
+        `cpio entry ${JSON.stringify(header.name)}: name or link target is not valid UTF-8`,
+      );
+    }
     const entry: ExportEntry = {
       path: header.name,
       type: header.type,
@@ -625,7 +651,7 @@ export async function* entriesFromCpio(
       devminor: header.devminor,
     };
     if (header.type === "symlink" || header.type === "hardlink") entry.linkTarget = header.linkname;
-    if (header.type === "file" && header.size > 0) entry.content = { kind: "stream", open: () => body };
+    if (header.type === "file" && header.size > 0) entry.content = { kind: "stream", open: () => payload };
     yield entry;
   }
 }

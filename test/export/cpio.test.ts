@@ -35,7 +35,7 @@ async function collect(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
 async function readAll(bytes: Uint8Array): Promise<Array<{ entry: CpioEntry; data: Buffer }>> {
   const out: Array<{ entry: CpioEntry; data: Buffer }> = [];
   for await (const entry of readCpio(Readable.from([bytes])))
-    out.push({ entry, data: await collect(entry.body) });
+    out.push({ entry, data: await collect(entry.payload) });
   return out;
 }
 
