@@ -1,9 +1,10 @@
 /**
  * Cross-process locking without flock: lock files created with O_EXCL that name
  * their owner (`PID-STARTTIME`), so a lock left by a dead process is detected and
- * broken.
+ * broken. Every function takes the lock directory (`<store>/locks`); its name is
+ * called `root` below.
  *
- * Two modes over one directory `<root>/locks/`:
+ * Two modes over one lock directory:
  * - shared leases, `shared/<owner>-<rand>`: held by writers from before they ingest
  *   until after they have referenced what they wrote (ref or metadata set);
  * - the exclusive lock, `exclusive`: held by gc and fsck --repair.
@@ -41,8 +42,8 @@ export interface LockOptions {
   timeoutMs?: number;
 }
 
-function exclusivePath(root: string): string {
-  return join(root, "locks", "exclusive");
+function exclusivePath(lockDir: string): string {
+  return join(lockDir, "exclusive");
 }
 
 /** The owner of the exclusive lock if a live process holds it; removes a dead owner's lock. */
@@ -105,7 +106,7 @@ export async function acquireShared(root: string, opts: LockOptions = {}): Promi
     }
     return () => releaseShared(root);
   }
-  const dir = join(root, "locks", "shared");
+  const dir = join(root, "shared");
   const deadline = Date.now() + (opts.timeoutMs ?? 5 * 60_000);
   // Register before the first await: concurrent calls in this process join this lease.
   const lease: ProcessLease = { count: 1, file: join(dir, uniqueName()), ready: Promise.resolve() };
@@ -121,7 +122,7 @@ export async function acquireShared(root: string, opts: LockOptions = {}): Promi
       if (Date.now() > deadline) {
         throw new RootstockError(
           "LOCKED",
-          `store ${root}: exclusive lock held by process ${owner} (gc or repair running)`,
+          `lock ${root}: exclusive lock held by process ${owner} (gc or repair running)`,
         );
       }
       await sleep(POLL_MS);
@@ -154,11 +155,11 @@ export async function withExclusiveLock<T>(
   if (leases.has(root)) {
     throw new RootstockError(
       "LOCKED",
-      `store ${root}: this process holds a shared lease; cannot take the exclusive lock`,
+      `lock ${root}: this process holds a shared lease; cannot take the exclusive lock`,
     );
   }
   if (exclusives.has(root)) return fn();
-  await ensureDir(join(root, "locks", "shared"));
+  await ensureDir(join(root, "shared"));
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   const path = exclusivePath(root);
   for (;;) {
@@ -172,7 +173,7 @@ export async function withExclusiveLock<T>(
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       const owner = await liveExclusiveOwner(root);
       if (owner !== undefined && Date.now() > deadline) {
-        throw new RootstockError("LOCKED", `store ${root}: exclusive lock held by process ${owner}`);
+        throw new RootstockError("LOCKED", `lock ${root}: exclusive lock held by process ${owner}`);
       }
       await sleep(POLL_MS);
     }
@@ -189,7 +190,7 @@ export async function withExclusiveLock<T>(
 
 /** Waits until every lease belongs to a dead process (whose lease files are removed). */
 async function waitForLeases(root: string, deadline: number): Promise<void> {
-  const dir = join(root, "locks", "shared");
+  const dir = join(root, "shared");
   for (;;) {
     let live: string | undefined;
     for (const name of await readdir(dir).catch(() => [] as string[])) {
@@ -199,7 +200,7 @@ async function waitForLeases(root: string, deadline: number): Promise<void> {
     }
     if (live === undefined) return;
     if (Date.now() > deadline) {
-      throw new RootstockError("LOCKED", `store ${root}: a writer (process ${live}) holds a shared lease`);
+      throw new RootstockError("LOCKED", `lock ${root}: a writer (process ${live}) holds a shared lease`);
     }
     await sleep(POLL_MS);
   }

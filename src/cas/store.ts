@@ -69,11 +69,13 @@ export class ContentStore {
   /** File objects by content digest. */
   readonly files: ObjectDir;
   readonly ingestDir: string;
+  readonly lockDir: string;
   private readonly lockOptions: LockOptions;
 
   private constructor(root: string, opts: StoreOptions) {
     this.root = root;
     this.ingestDir = join(root, "ingest");
+    this.lockDir = join(root, "locks");
     this.blobs = new ObjectDir(join(root, "blobs"), this.ingestDir, false, "blob");
     this.files = new ObjectDir(join(root, "files"), this.ingestDir, true, "file object");
     this.lockOptions = opts.lock ?? {};
@@ -90,7 +92,7 @@ export class ContentStore {
 
   /** Runs `fn` under a shared lease: gc cannot start until it returns. Reentrant. */
   async withLease<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await acquireShared(this.root, this.lockOptions);
+    const release = await acquireShared(this.lockDir, this.lockOptions);
     try {
       return await fn();
     } finally {
@@ -100,7 +102,7 @@ export class ContentStore {
 
   /** Runs `fn` under the exclusive lock (no writer active). */
   withExclusive<T>(fn: () => Promise<T>): Promise<T> {
-    return withExclusiveLock(this.root, fn, this.lockOptions);
+    return withExclusiveLock(this.lockDir, fn, this.lockOptions);
   }
 
   // ---- blobs -------------------------------------------------------------------
