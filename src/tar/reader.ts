@@ -69,6 +69,7 @@ export interface ReadTarOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+const TRAILER_READ_AHEAD = 1 << 20;
 
 /** Pulls bytes from an async iterable of chunks, handing out subarrays where it can. */
 class ByteSource {
@@ -202,7 +203,7 @@ export class TarReader implements AsyncIterable<TarEntry> {
         }
         const parsed = await this.readHeaders(pieces);
         if (parsed === undefined) {
-          this.trailerValue = { offset, endBlocks: concat(pieces), rest: this.rest() };
+          this.trailerValue = { offset, endBlocks: concat(pieces), rest: await this.rest() };
           finished = true;
           return;
         }
@@ -231,12 +232,33 @@ export class TarReader implements AsyncIterable<TarEntry> {
     }
   }
 
-  private async *rest(): AsyncGenerator<Uint8Array> {
-    for (;;) {
-      const chunk = await this.source.readSome(Number.POSITIVE_INFINITY);
-      if (chunk.length === 0) return;
-      yield chunk;
+  /**
+   * The bytes after the end-of-archive marker. Up to 1 MiB is read ahead so that in
+   * the usual case (record padding) the input is exhausted and its file closed even
+   * when the caller never reads the trailer.
+   */
+  private async rest(): Promise<AsyncIterable<Uint8Array>> {
+    const source = this.source;
+    const ahead: Uint8Array[] = [];
+    let aheadBytes = 0;
+    let exhausted = false;
+    while (aheadBytes < TRAILER_READ_AHEAD) {
+      const chunk = await source.readSome(TRAILER_READ_AHEAD - aheadBytes);
+      if (chunk.length === 0) {
+        exhausted = true;
+        break;
+      }
+      ahead.push(chunk);
+      aheadBytes += chunk.length;
     }
+    return (async function* () {
+      yield* ahead;
+      while (!exhausted) {
+        const chunk = await source.readSome(Number.POSITIVE_INFINITY);
+        if (chunk.length === 0) return;
+        yield chunk;
+      }
+    })();
   }
 
   /**
