@@ -66,14 +66,14 @@ describe("a registry that lies is caught", () => {
   });
 
   it("a body always cut short: NETWORK after the retries, or SIZE_MISMATCH when it ends cleanly", async () => {
-    const { repo } = await start((req, res) => {
+    const { repo } = await start((_req, res) => {
       res.writeHead(200, { "content-length": blob.length });
       res.write(blob.subarray(0, 1000), () => res.destroy());
     });
     await assert.rejects(readAll(repo.openBlob(digest, { size: blob.length })), (err) =>
       isRootstockError(err, "NETWORK"),
     );
-    const short = await start((req, res) => {
+    const short = await start((_req, res) => {
       // No Content-Length: a chunked body that ends early, cleanly.
       res.writeHead(200, { "transfer-encoding": "chunked" });
       res.end(blob.subarray(0, 1000));
@@ -86,7 +86,7 @@ describe("a registry that lies is caught", () => {
   });
 
   it("a 206 for the wrong range", async () => {
-    const { repo } = await start((req, res) => {
+    const { repo } = await start((_req, res) => {
       res.writeHead(206, { "content-range": `bytes 100-199/${blob.length}`, "content-length": 100 });
       res.end(blob.subarray(100, 200));
     });
@@ -107,7 +107,7 @@ describe("a registry that lies is caught", () => {
 
   it("a multipart body with a bad boundary, or parts not asked for", async () => {
     const multipart = (boundaryInHeader: string, boundaryInBody: string, ranges: [number, number][]) =>
-      start((req, res) => {
+      start((_req, res) => {
         let body = "";
         const parts: Buffer[] = [];
         for (const [a, b] of ranges) {
@@ -192,7 +192,7 @@ describe("a registry that lies is caught", () => {
   });
 
   it("keeps the registry's error code and status: DENIED (403)", async () => {
-    const { repo } = await start((req, res) => {
+    const { repo } = await start((_req, res) => {
       res.writeHead(403, { "content-type": "application/json" });
       res.end(
         JSON.stringify({
@@ -212,7 +212,7 @@ describe("a registry that lies is caught", () => {
 
   it("a manifest whose bytes do not match the digest asked for, or the digest claimed", async () => {
     const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest }));
-    const { repo } = await start((req, res) => {
+    const { repo } = await start((_req, res) => {
       res.writeHead(200, { "content-type": MediaType.OciManifest, "docker-content-digest": sha256("other") });
       res.end(manifest);
     });
@@ -237,7 +237,7 @@ describe("a registry that lies is caught", () => {
         res.writeHead(307, { location: `${storage.url}/bucket/blob?sig=abc` }).end();
       },
       {
-        ping: (req, res) => res.writeHead(401, { "www-authenticate": 'Basic realm="x"' }).end(),
+        ping: (_req, res) => res.writeHead(401, { "www-authenticate": 'Basic realm="x"' }).end(),
       },
     );
     servers.push(reg);
