@@ -17,10 +17,12 @@ const HEADER = `rootstock tree digest v${TREE_DIGEST_VERSION}\n`;
  * Whether an extended attribute is part of the filesystem's content. SELinux labels
  * are the host policy's, set by whoever extracts the tree; `system.*` holds ACLs and
  * other kernel-synthesised attributes that tar carries outside xattr records (or not
- * at all). Everything else (security.capability, user.*, trusted.*, security.ima...) counts.
+ * at all). An empty value does not survive a PAX record read by Go's archive/tar
+ * (containers/storage, podman, skopeo), so it does not count either. Everything else
+ * (security.capability, user.*, trusted.*, security.ima...) counts.
  */
-export function isContentXattr(name: string): boolean {
-  return name !== "security.selinux" && !name.startsWith("system.");
+export function isContentXattr(name: string, value: Uint8Array): boolean {
+  return value.length > 0 && name !== "security.selinux" && !name.startsWith("system.");
 }
 
 const TYPE_LETTER: Record<TreeNode["type"], string> = {
@@ -65,7 +67,7 @@ function writeNode(hash: Hash, path: string, node: TreeNode): void {
       break;
   }
   for (const [name, value] of node.xattrs) {
-    if (!isContentXattr(name)) continue;
+    if (!isContentXattr(name, value)) continue;
     hash.update(" x");
     field(hash, name);
     field(hash, value);
@@ -82,7 +84,9 @@ export function treeDigest(tree: Tree): Digest {
   const hash = createHash("sha256");
   hash.update(HEADER);
   const firstPath = new Map<TreeNode, string>();
-  for (const [node, paths] of tree.hardlinkGroups()) firstPath.set(node, paths[0]!);
+  // Only regular files form groups: hard-linked symlinks, devices and fifos behave as
+  // copies, and cpio writers and safe extractors turn them into copies.
+  for (const [node, paths] of tree.hardlinkGroups()) if (node.type === "file") firstPath.set(node, paths[0]!);
   for (const path of tree.sortedPaths()) {
     if (path === "") continue; // the root's own attributes are not part of the digest
     const node = tree.get(path)!;

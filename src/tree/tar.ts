@@ -1,0 +1,249 @@
+/**
+ * The edge between trees and tar streams: reading a tar (a rootfs archive or an OCI
+ * layer) into layer entries or a Tree, hashing file contents as they stream by, and
+ * writing layer entries as a reproducible layer tar.
+ */
+import { constants } from "node:fs";
+import { open } from "node:fs/promises";
+import { RootstockError } from "../errors.js";
+import { Digester } from "../oci/digest.js";
+import { type ProgressSink, silentProgress } from "../progress.js";
+import { typeflagForType, writeTar } from "../tar/index.js";
+import type { TarEntryType, TarHeader } from "../tar/types.js";
+import { LayerApplier, type LayerEntry, layerEntryName, OPAQUE_MARKER, WHITEOUT_PREFIX } from "./layer.js";
+import { baseName, joinPath, normalisePath, parentPath } from "./path.js";
+import { sortXattrs, Tree, type TreeNode } from "./tree.js";
+
+/** What fromTar needs of a tar entry (src/tar's TarEntry fits). */
+export interface TarEntryLike {
+  header: TarHeader;
+  payload: AsyncIterable<Uint8Array>;
+}
+
+const NODE_TYPES: Partial<Record<TarEntryType, TreeNode["type"]>> = {
+  file: "file",
+  dir: "dir",
+  symlink: "symlink",
+  char: "char",
+  block: "block",
+  fifo: "fifo",
+};
+
+function checkUtf8(header: TarHeader): void {
+  if (header.nameRaw || header.linknameRaw) {
+    throw new RootstockError(
+      "INVALID_FORMAT",
+      `tar entry ${JSON.stringify(header.name)}: name or link target is not valid UTF-8`,
+    );
+  }
+}
+
+/**
+ * Layer entries from tar entries, in archive order. File contents are hashed as they
+ * stream (never held); `.wh.` names become whiteout and opaque entries.
+ */
+export async function* layerEntriesFromTar(entries: AsyncIterable<TarEntryLike>): AsyncGenerator<LayerEntry> {
+  for await (const { header, payload } of entries) {
+    checkUtf8(header);
+    const path = normalisePath(header.name);
+    const base = baseName(path);
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      if (base === OPAQUE_MARKER) {
+        yield { kind: "opaque", path: parentPath(path) };
+      } else if (base.length > WHITEOUT_PREFIX.length) {
+        yield { kind: "whiteout", path: joinPath(parentPath(path), base.slice(WHITEOUT_PREFIX.length)) };
+      } else {
+        throw new RootstockError(
+          "TAR_FORMAT",
+          `tar entry ${JSON.stringify(header.name)}: whiteout names nothing`,
+        );
+      }
+      continue;
+    }
+    if (header.type === "hardlink") {
+      yield {
+        kind: "hardlink",
+        path,
+        target: normalisePath(header.linkname, `${header.name} -> ${header.linkname}`),
+      };
+      continue;
+    }
+    const type = NODE_TYPES[header.type];
+    if (!type)
+      throw new RootstockError(
+        "TAR_UNSUPPORTED",
+        `tar entry ${JSON.stringify(header.name)}: type ${header.type}`,
+      );
+    const node: TreeNode = {
+      type,
+      mode: header.mode & 0o7777,
+      uid: header.uid,
+      gid: header.gid,
+      mtime: { sec: header.mtime.sec, nsec: header.mtime.nsec },
+      size: type === "file" ? header.size : 0,
+      devmajor: type === "char" || type === "block" ? header.devmajor : 0,
+      devminor: type === "char" || type === "block" ? header.devminor : 0,
+      xattrs: sortXattrs(header.xattrs.map(([name, value]) => [name, value])),
+    };
+    if (type === "symlink") node.linkTarget = header.linkname;
+    if (type === "file") {
+      const digester = new Digester();
+      for await (const chunk of payload) digester.update(chunk);
+      if (digester.size !== header.size) {
+        throw new RootstockError(
+          "SIZE_MISMATCH",
+          `tar entry ${JSON.stringify(header.name)}: ${digester.size} payload bytes, header says ${header.size}`,
+        );
+      }
+      node.digest = digester.digest();
+    }
+    yield { kind: "node", path, node };
+  }
+}
+
+/**
+ * The tree a tar archive holds (a root filesystem, or one layer applied to nothing),
+ * with every file hashed while streaming. A "./" entry gives the root its attributes.
+ */
+export async function fromTar(
+  entries: AsyncIterable<TarEntryLike>,
+  options: { base?: Tree; progress?: ProgressSink } = {},
+): Promise<Tree> {
+  const progress = options.progress ?? silentProgress;
+  const tree = options.base ? options.base.clone() : new Tree();
+  const applier = new LayerApplier(tree);
+  progress({ type: "start", id: "tree-from-tar", label: "read tar", unit: "items" });
+  let count = 0;
+  for await (const entry of layerEntriesFromTar(entries)) {
+    applier.add(entry);
+    if (++count % 1024 === 0) progress({ type: "advance", id: "tree-from-tar", current: count });
+  }
+  progress({ type: "done", id: "tree-from-tar", summary: `${count} entries` });
+  return tree;
+}
+
+/** Reads a file's content for the layer writer. */
+export type ContentSource = (path: string, node: TreeNode) => AsyncIterable<Uint8Array>;
+
+/**
+ * Content from a directory on disk (what scan() read): opened without following
+ * symlinks and checked against the node's digest at its end, so a file changed since
+ * the scan fails the layer instead of slipping into it.
+ */
+export function directoryContent(root: string): ContentSource {
+  const rootAbs = root.replace(/\/+$/, "") || "/";
+  return async function* (path, node) {
+    const abs = rootAbs === "/" ? `/${path}` : `${rootAbs}/${path}`;
+    const handle = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+    const digester = new Digester();
+    try {
+      const size = Math.min(Math.max(node.size, 1), 1 << 20);
+      for (;;) {
+        const buffer = Buffer.allocUnsafe(size);
+        const { bytesRead } = await handle.read(buffer, 0, size, null);
+        if (bytesRead === 0) break;
+        const chunk = buffer.subarray(0, bytesRead);
+        digester.update(chunk);
+        yield chunk;
+      }
+    } finally {
+      await handle.close();
+    }
+    if (node.digest && digester.digest() !== node.digest) {
+      throw new RootstockError("DIGEST_MISMATCH", `${abs}: content changed since it was scanned`);
+    }
+  };
+}
+
+export interface LayerWriteOptions {
+  /** SOURCE_DATE_EPOCH: every mtime later than this is clamped to it. */
+  sourceDateEpoch?: number;
+  progress?: ProgressSink;
+}
+
+function clampTime(sec: number, epoch: number | undefined): { sec: number; nsec: number } {
+  // Whole seconds only: sub-second times cost a PAX header per entry and ustar/cpio forms lose them anyway.
+  return { sec: epoch === undefined ? sec : Math.min(sec, epoch), nsec: 0 };
+}
+
+function headerFor(
+  entry: LayerEntry,
+  tree: (path: string) => TreeNode | undefined,
+  epoch?: number,
+): TarHeader {
+  const base: TarHeader = {
+    name: layerEntryName(entry),
+    linkname: "",
+    type: "file",
+    typeflag: typeflagForType("file"),
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    uname: "",
+    gname: "",
+    size: 0,
+    mtime: { sec: 0, nsec: 0 },
+    devmajor: 0,
+    devminor: 0,
+    xattrs: [],
+  };
+  let node: TreeNode | undefined;
+  if (entry.kind === "node") node = entry.node;
+  else if (entry.kind === "hardlink") node = tree(entry.target);
+  if (entry.kind === "whiteout" || entry.kind === "opaque" || !node) return base;
+  const type: TarEntryType = entry.kind === "hardlink" ? "hardlink" : node.type;
+  return {
+    ...base,
+    name: node.type === "dir" ? `${entry.path}/` : entry.path,
+    linkname: entry.kind === "hardlink" ? entry.target : (node.linkTarget ?? ""),
+    type,
+    typeflag: typeflagForType(type),
+    mode: node.mode,
+    uid: node.uid,
+    gid: node.gid,
+    size: type === "file" ? node.size : 0,
+    mtime: clampTime(node.mtime.sec, epoch),
+    devmajor: node.devmajor,
+    devminor: node.devminor,
+    // Not the host's SELinux label; not empty values (Go's tar readers drop them).
+    xattrs: node.xattrs.filter(([name, value]) => name !== "security.selinux" && value.length > 0),
+  };
+}
+
+/**
+ * A reproducible layer tar from layer entries (diff() output, already sorted):
+ * canonical headers (src/tar), numeric ownership without names, whole-second mtimes
+ * clamped to SOURCE_DATE_EPOCH, no atime/ctime, xattrs as SCHILY.xattr (without
+ * security.selinux, the host's label). Same entries and contents → same bytes.
+ */
+export async function* writeLayer(
+  entries: readonly LayerEntry[],
+  content: ContentSource,
+  options: LayerWriteOptions = {},
+): AsyncGenerator<Uint8Array> {
+  const progress = options.progress ?? silentProgress;
+  const nodes = new Map<string, TreeNode>();
+  for (const entry of entries) if (entry.kind === "node") nodes.set(entry.path, entry.node);
+  const total = entries.length;
+  progress({ type: "start", id: "tree-write-layer", label: "write layer", total, unit: "items" });
+  let done = 0;
+  async function* items() {
+    for (const entry of entries) {
+      if (entry.kind === "hardlink" && !nodes.has(entry.target)) {
+        throw new RootstockError(
+          "INVALID_ARGUMENT",
+          `layer entry ${JSON.stringify(entry.path)}: hard link target ${JSON.stringify(entry.target)} is not in the layer`,
+        );
+      }
+      const header = headerFor(entry, (p) => nodes.get(p), options.sourceDateEpoch);
+      const payload =
+        header.type === "file" && header.size > 0 && entry.kind === "node"
+          ? content(entry.path, entry.node)
+          : undefined;
+      yield { header, payload };
+      if (++done % 1024 === 0) progress({ type: "advance", id: "tree-write-layer", current: done, total });
+    }
+  }
+  yield* writeTar(items());
+  progress({ type: "done", id: "tree-write-layer", summary: `${total} entries` });
+}
