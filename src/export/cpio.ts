@@ -595,6 +595,8 @@ export async function* readCpio(
         consume(chunk);
         yield chunk;
       }
+      if (remaining > 0)
+        throw formatError(`truncated in the data of entry ${shown} (${remaining} bytes missing)`);
     })();
     yield { header: toTarHeader(h, "file", ""), newc: h, payload: body };
     for await (const chunk of reader.take(remaining)) consume(chunk);
