@@ -1,0 +1,218 @@
+/**
+ * A small pool of worker threads that compress independent zstd frames in parallel
+ * (zstd-napi is synchronous per call). Jobs are batched per message to amortise
+ * postMessage, input and output ArrayBuffers are transferred, results come back as
+ * promises the caller awaits in output order. All parts of one file go to the same
+ * worker, which keeps that file's chunker and hashes.
+ */
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { RootstockError } from "../errors.js";
+import type { Digest } from "../oci/digest.js";
+
+export type FrameJob =
+  | { kind: "raw"; data: Uint8Array }
+  | {
+      kind: "file";
+      fileId: number;
+      data: Uint8Array;
+      first: boolean;
+      final: boolean;
+      /** Content-defined chunks (§5) or one chunk per file. */
+      chunking: boolean;
+    };
+
+export interface FrameInfo {
+  compressedSize: number;
+  /** Uncompressed bytes in this frame. */
+  size: number;
+  /** The frame starts / ends a chunk. */
+  first: boolean;
+  last: boolean;
+  zeros: boolean;
+  /** On the last frame of a chunk. */
+  chunkDigest?: Digest;
+}
+
+export interface FrameJobResult {
+  frames: FrameInfo[];
+  /** On a file's final part. */
+  fileDigest?: Digest;
+  crc?: Uint8Array;
+}
+
+export interface FrameJobOutput extends FrameJobResult {
+  /** The compressed frames of this job, concatenated. */
+  bytes: Uint8Array;
+}
+
+export interface WorkerRequest {
+  batchId: number;
+  level: number;
+  windowLog: number;
+  jobs: FrameJob[];
+}
+
+export interface WorkerReply {
+  batchId: number;
+  results: FrameJobResult[];
+  frames: Uint8Array;
+}
+
+interface PendingJob {
+  job: FrameJob;
+  resolve: (out: FrameJobOutput) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  /** Bytes submitted to this worker and not yet returned. */
+  load: number;
+  batch: PendingJob[];
+  batchBytes: number;
+  inflight: Map<number, PendingJob[]>;
+}
+
+const BATCH_BYTES = 512 * 1024;
+const BATCH_JOBS = 256;
+
+function workerUrl(): URL {
+  // Under tsx the sources are .ts; compiled, they are .js.
+  const ext = import.meta.url.endsWith(".ts") ? "ts" : "js";
+  return new URL(`./frame-worker.${ext}`, import.meta.url);
+}
+
+/**
+ * Under tsx (tests, benches) a worker does not inherit the TypeScript loader:
+ * register it inside the worker before importing the .ts body.
+ */
+function spawnWorker(): Worker {
+  const url = workerUrl();
+  if (!url.pathname.endsWith(".ts")) return new Worker(url);
+  const code = `import("tsx/esm/api").then((api) => { api.register(); return import(${JSON.stringify(url.href)}); });`;
+  return new Worker(code, { eval: true });
+}
+
+export interface FramePoolOptions {
+  level: number;
+  /** log2 of the zstd window (≤ 23: an 8 MiB window, §A.10). */
+  windowLog?: number;
+  threads?: number;
+}
+
+export class FramePool {
+  private readonly slots: Slot[];
+  private nextBatch = 0;
+  private nextFile = 0;
+  private readonly fileSlot = new Map<number, Slot>();
+  private flushScheduled = false;
+  private failed: unknown;
+  private readonly level: number;
+  private readonly windowLog: number;
+
+  constructor(opts: FramePoolOptions) {
+    this.level = opts.level;
+    this.windowLog = Math.min(opts.windowLog ?? 23, 23);
+    const n = Math.max(1, opts.threads ?? Math.min(availableParallelism(), 4));
+    this.slots = [];
+    for (let i = 0; i < n; i++) {
+      const worker = spawnWorker();
+      const slot: Slot = { worker, load: 0, batch: [], batchBytes: 0, inflight: new Map() };
+      worker.on("message", (reply: WorkerReply) => this.onReply(slot, reply));
+      worker.on("error", (err) => this.fail(err));
+      this.slots.push(slot);
+    }
+  }
+
+  newFileId(): number {
+    return this.nextFile++;
+  }
+
+  /** Queues a job; the promise resolves with its frames. */
+  submit(job: FrameJob): Promise<FrameJobOutput> {
+    if (this.failed) return Promise.reject(this.failed);
+    let slot: Slot;
+    if (job.kind === "file") {
+      const sticky = this.fileSlot.get(job.fileId);
+      slot = sticky ?? this.leastLoaded();
+      if (job.final) this.fileSlot.delete(job.fileId);
+      else if (!sticky) this.fileSlot.set(job.fileId, slot);
+    } else slot = this.leastLoaded();
+    return new Promise<FrameJobOutput>((resolve, reject) => {
+      slot.batch.push({ job, resolve, reject });
+      slot.batchBytes += job.data.length;
+      slot.load += job.data.length;
+      if (slot.batchBytes >= BATCH_BYTES || slot.batch.length >= BATCH_JOBS) this.flushSlot(slot);
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Sends every partial batch now. */
+  flush(): void {
+    this.flushScheduled = false;
+    for (const slot of this.slots) this.flushSlot(slot);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  private leastLoaded(): Slot {
+    let best = this.slots[0] as Slot;
+    for (const s of this.slots) if (s.load < best.load) best = s;
+    return best;
+  }
+
+  private flushSlot(slot: Slot): void {
+    if (slot.batch.length === 0) return;
+    const pending = slot.batch;
+    slot.batch = [];
+    slot.batchBytes = 0;
+    // Copy the inputs into one buffer to transfer (they are views of the reader's chunks).
+    let total = 0;
+    for (const p of pending) total += p.job.data.length;
+    const buffer = new Uint8Array(total);
+    let pos = 0;
+    const jobs: FrameJob[] = pending.map((p) => {
+      buffer.set(p.job.data, pos);
+      const data = buffer.subarray(pos, pos + p.job.data.length);
+      pos += p.job.data.length;
+      return { ...p.job, data };
+    });
+    const batchId = this.nextBatch++;
+    slot.inflight.set(batchId, pending);
+    const req: WorkerRequest = { batchId, level: this.level, windowLog: this.windowLog, jobs };
+    slot.worker.postMessage(req, [buffer.buffer]);
+  }
+
+  private onReply(slot: Slot, reply: WorkerReply): void {
+    const pending = slot.inflight.get(reply.batchId);
+    if (!pending) return;
+    slot.inflight.delete(reply.batchId);
+    let pos = 0;
+    reply.results.forEach((result, i) => {
+      const p = pending[i] as PendingJob;
+      slot.load -= p.job.data.length;
+      let len = 0;
+      for (const f of result.frames) len += f.compressedSize;
+      p.resolve({ ...result, bytes: reply.frames.subarray(pos, pos + len) });
+      pos += len;
+    });
+  }
+
+  private fail(err: unknown): void {
+    this.failed = new RootstockError("COMPRESSION", `compression worker failed: ${String(err)}`, {
+      cause: err,
+    });
+    for (const slot of this.slots) {
+      for (const pending of slot.inflight.values()) for (const p of pending) p.reject(this.failed);
+      for (const p of slot.batch) p.reject(this.failed);
+      slot.inflight.clear();
+      slot.batch = [];
+    }
+  }
+}

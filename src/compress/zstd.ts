@@ -1,0 +1,138 @@
+/**
+ * Thin synchronous helpers over zstd-napi's binding: one streaming frame built
+ * piece by piece (for metadata of unbounded size), and a frame-by-frame streaming
+ * decoder for untrusted input with an output limit.
+ */
+import { createRequire } from "node:module";
+import { RootstockError } from "../errors.js";
+
+// zstd-napi/binding is CommonJS without named exports: load it through require.
+export const zstdBinding = createRequire(import.meta.url)(
+  "zstd-napi/binding",
+) as typeof import("zstd-napi/binding.js");
+const b = zstdBinding;
+
+/** Window limit for every frame we write and read (8 MiB, §A.10). */
+export const WINDOW_LOG = 23;
+
+/** One zstd frame compressed incrementally; output is collected in memory (it is small). */
+export class ZstdFrameWriter {
+  private readonly cctx = new b.CCtx();
+  private readonly out: Uint8Array[] = [];
+  private readonly buf = new Uint8Array(1 << 17);
+  compressedSize = 0;
+  size = 0;
+
+  constructor(level: number) {
+    this.cctx.setParameter(b.CParameter.compressionLevel, level);
+    this.cctx.setParameter(b.CParameter.windowLog, WINDOW_LOG);
+  }
+
+  write(data: Uint8Array): void {
+    this.size += data.length;
+    this.run(data, b.EndDirective.continue);
+  }
+
+  end(): Uint8Array {
+    this.run(new Uint8Array(0), b.EndDirective.end);
+    return Buffer.concat(this.out, this.compressedSize);
+  }
+
+  private run(data: Uint8Array, op: number): void {
+    let src = data;
+    for (;;) {
+      const [remaining, produced, consumed] = this.cctx.compressStream2(this.buf, src, op);
+      if (produced > 0) {
+        this.out.push(this.buf.slice(0, produced));
+        this.compressedSize += produced;
+      }
+      src = src.subarray(consumed);
+      if (op === b.EndDirective.end ? remaining === 0 : src.length === 0) return;
+    }
+  }
+}
+
+/** Compresses one whole buffer as a single frame. */
+export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
+  const w = new ZstdFrameWriter(level);
+  w.write(data);
+  return w.end();
+}
+
+/**
+ * Streaming decoder over a sequence of frames (skippable frames are skipped by
+ * zstd itself). Fails on truncated input and when output exceeds `maxOutput`.
+ */
+export class ZstdStreamDecoder {
+  private readonly dctx = new b.DCtx();
+  private readonly buf: Uint8Array;
+  private inFrame = false;
+  produced = 0;
+
+  constructor(
+    private readonly what: string,
+    private readonly maxOutput = Number.MAX_SAFE_INTEGER,
+    bufSize = 1 << 18,
+  ) {
+    this.dctx.setParameter(b.DParameter.windowLogMax, WINDOW_LOG + 4);
+    this.buf = new Uint8Array(bufSize);
+  }
+
+  /** Decodes `data`, calling `sink` with fresh output chunks. */
+  write(data: Uint8Array, sink: (chunk: Uint8Array) => void): void {
+    let src = data;
+    while (src.length > 0) {
+      let ret: number;
+      let produced: number;
+      let consumed: number;
+      try {
+        [ret, produced, consumed] = this.dctx.decompressStream(this.buf, src);
+      } catch (err) {
+        throw new RootstockError("COMPRESSION", `${this.what}: zstd: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      src = src.subarray(consumed);
+      if (produced > 0) {
+        this.produced += produced;
+        if (this.produced > this.maxOutput) {
+          throw new RootstockError(
+            "SIZE_MISMATCH",
+            `${this.what}: decompresses to more than ${this.maxOutput} bytes`,
+          );
+        }
+        sink(this.buf.slice(0, produced));
+      }
+      this.inFrame = ret !== 0;
+      if (consumed === 0 && produced === 0) break;
+    }
+    // Flush output that is ready without more input.
+    while (this.inFrame) {
+      const [ret, produced] = this.dctx.decompressStream(this.buf, new Uint8Array(0));
+      if (produced === 0) break;
+      this.produced += produced;
+      if (this.produced > this.maxOutput) {
+        throw new RootstockError(
+          "SIZE_MISMATCH",
+          `${this.what}: decompresses to more than ${this.maxOutput} bytes`,
+        );
+      }
+      sink(this.buf.slice(0, produced));
+      this.inFrame = ret !== 0;
+    }
+  }
+
+  /** Checks the input ended on a frame boundary. */
+  end(): void {
+    if (this.inFrame) throw new RootstockError("COMPRESSION", `${this.what}: truncated zstd frame`);
+  }
+}
+
+/** Decompresses a complete buffer of frames, up to `maxOutput` bytes. */
+export function zstdDecompress(data: Uint8Array, what: string, maxOutput?: number): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const d = new ZstdStreamDecoder(what, maxOutput);
+  d.write(data, (c) => parts.push(c));
+  d.end();
+  return Buffer.concat(parts);
+}
