@@ -235,3 +235,71 @@ export function expectedListing(
 export function withoutNlink(rows: Listed[]): Omit<Listed, "nlink">[] {
   return rows.map(({ nlink: _, ...rest }) => rest);
 }
+
+const tt = (sec: number, nsec = 0) => ({ sec, nsec });
+
+/** Owner-, mode-, time- and xattr-heavy entries whose application order matters. */
+export function metadataEntries(): ExportEntry[] {
+  const base = { uid: 0, gid: 0, size: 0 };
+  const bytes = (s: string) => ({ kind: "bytes" as const, data: Buffer.from(s) });
+  return [
+    { ...base, path: ".", type: "dir", mode: 0o755, mtime: tt(1_000) },
+    { ...base, path: "ro", type: "dir", mode: 0o555, mtime: tt(2_000), uid: 1000, gid: 1000 },
+    { ...base, path: "ro/sub", type: "dir", mode: 0o500, mtime: tt(3_000, 500_000_000) },
+    {
+      ...base,
+      path: "ro/sub/suid",
+      type: "file",
+      mode: 0o4755,
+      mtime: tt(4_000),
+      uid: 1000,
+      gid: 50,
+      size: 2,
+      content: bytes("#!"),
+    },
+    {
+      ...base,
+      path: "ro/ping",
+      type: "file",
+      mode: 0o755,
+      mtime: tt(5_000),
+      size: 1,
+      content: bytes("p"),
+      // cap_net_raw+ep: chown would clear it, so it must be set after the owner.
+      xattrs: [
+        ["security.capability", Buffer.from("0100000200200000000000000000000000000000", "hex")],
+        ["user.binary", Buffer.from([0, 1, 0xff, 0x3d, 0x0a])],
+        ["user.empty", Buffer.alloc(0)],
+      ],
+    },
+    {
+      ...base,
+      path: "ro/link",
+      type: "symlink",
+      mode: 0o777,
+      mtime: tt(6_000),
+      linkTarget: "sub/suid",
+      uid: 7,
+      gid: 7,
+    },
+    { ...base, path: "ro/fifo", type: "fifo", mode: 0o640, mtime: tt(7_000), uid: 1000, gid: 1000 },
+    {
+      ...base,
+      path: "ro/tty",
+      type: "char",
+      mode: 0o620,
+      mtime: tt(8_000),
+      gid: 5,
+      devmajor: 4,
+      devminor: 1,
+    },
+    {
+      ...base,
+      path: "ro/weird name\nwith=eq",
+      type: "file",
+      mode: 0o600,
+      mtime: tt(9_000),
+      xattrs: [["user.k=v", Buffer.from("x")]],
+    },
+  ];
+}
