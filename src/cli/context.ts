@@ -1,5 +1,7 @@
 /** What every command gets from the global options: where the store is, how to print. */
 import { resolve } from "node:path";
+import type { EndpointOptions } from "../image/endpoint.js";
+import { type Platform, parsePlatform } from "../oci/platform.js";
 import type { ProgressSink } from "../progress.js";
 import { createProgressRenderer } from "./progress.js";
 
@@ -9,10 +11,16 @@ export interface GlobalOptions {
   quiet?: boolean;
   progress?: "auto" | "plain" | "none";
   debug?: boolean;
+  tlsVerify?: string;
+  platform?: string;
 }
 
 export interface CommandContext {
   storeDir: string;
+  /** Options for opening any image reference (store, layout, registry). */
+  endpoint: EndpointOptions;
+  /** `--platform os/arch[/variant]` for indexes, when given. */
+  platform?: Platform;
   json: boolean;
   progress: ProgressSink & { finish(): void };
   /** Prints a result: JSON with --json, else the human form. */
@@ -23,8 +31,13 @@ export function makeContext(opts: GlobalOptions): CommandContext {
   const json = opts.json === true;
   const mode =
     opts.quiet || opts.progress === "none" ? "quiet" : opts.progress === "plain" ? "plain" : "auto";
+  const storeDir = resolve(opts.store ?? process.env.ROOTSTOCK_STORE ?? ".rootstock");
+  // Undefined lets registries.conf decide, as podman does.
+  const insecure = opts.tlsVerify === undefined ? undefined : !["true", "1", "yes"].includes(opts.tlsVerify);
   return {
-    storeDir: resolve(opts.store ?? process.env.ROOTSTOCK_STORE ?? ".rootstock"),
+    storeDir,
+    endpoint: { storeDir, registry: { insecure } },
+    platform: opts.platform ? parsePlatform(opts.platform) : undefined,
     json,
     progress: createProgressRenderer(process.stderr, mode),
     print(human, data) {

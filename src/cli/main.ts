@@ -22,6 +22,8 @@ export function buildProgram(): Command {
     .option("-q, --quiet", "no progress output")
     .option("--progress <mode>", "progress display: auto | plain | none", "auto")
     .option("--debug", "show error causes and stacks")
+    .option("--tls-verify <bool>", "verify registry TLS certificates; false also allows plain http")
+    .option("--platform <os/arch[/variant]>", "platform to choose from multi-platform images")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   const context = (): CommandContext => makeContext(program.opts<GlobalOptions>());

@@ -1,7 +1,9 @@
 import type { Command } from "commander";
 import type { CommandContext } from "../context.js";
+import { registerInspect } from "./inspect.js";
+import { registerStore } from "./store.js";
 
 /** A command module adds its subcommand(s) to the program; `context()` reads the global options. */
 export type RegisterCommand = (program: Command, context: () => CommandContext) => void;
 
-export const commands: RegisterCommand[] = [];
+export const commands: RegisterCommand[] = [registerInspect, registerStore];

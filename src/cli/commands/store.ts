@@ -1,0 +1,113 @@
+/** `rootstock store ls|gc|fsck|du`: look after the local content store. */
+import type { Command } from "commander";
+import { du } from "../../cas/du.js";
+import { fsck } from "../../cas/fsck.js";
+import { gc } from "../../cas/gc.js";
+import { ContentStore } from "../../cas/store.js";
+import { RootstockError } from "../../errors.js";
+import type { CommandContext } from "../context.js";
+import { formatBytes } from "../progress.js";
+import { table } from "../table.js";
+import type { RegisterCommand } from "./index.js";
+
+async function openStore(ctx: CommandContext): Promise<ContentStore> {
+  return ContentStore.open(ctx.storeDir);
+}
+
+export const registerStore: RegisterCommand = (program: Command, context) => {
+  const store = program.command("store").description("inspect and maintain the local content store");
+
+  store
+    .command("ls")
+    .description("list the images (refs) in the store")
+    .argument("[repository]", "only this repository")
+    .action(async (repository: string | undefined) => {
+      const ctx = context();
+      const refs = await (await openStore(ctx)).listRefs(repository);
+      ctx.print(
+        refs.length === 0
+          ? "(no images)"
+          : table(
+              ["REFERENCE", "DIGEST", "MEDIA TYPE", "SIZE"],
+              refs.map((r) => [
+                `store:${r.repository}:${r.tag}`,
+                r.descriptor.digest.slice(0, 19),
+                r.descriptor.mediaType.replace(/^application\//, ""),
+                String(r.descriptor.size),
+              ]),
+            ),
+        refs.map((r) => ({ reference: `store:${r.repository}:${r.tag}`, ...r })),
+      );
+    });
+
+  store
+    .command("gc")
+    .description("delete everything no ref reaches (blobs, file objects, metadata, stale ingest files)")
+    .option("-n, --dry-run", "report what would be deleted, delete nothing")
+    .action(async (opts: { dryRun?: boolean }) => {
+      const ctx = context();
+      const report = await gc(await openStore(ctx), { dryRun: opts.dryRun === true, progress: ctx.progress });
+      ctx.progress.finish();
+      const verb = report.dryRun ? "would free" : "freed";
+      ctx.print(
+        `${verb} ${formatBytes(report.bytesFreed)}: ${report.blobs.count} blobs, ${report.files.count} file objects, ` +
+          `${report.meta.count} metadata, ${report.ingest.count} ingest leftovers; ` +
+          `kept ${report.kept.blobs} blobs, ${report.kept.files} file objects`,
+        report,
+      );
+    });
+
+  store
+    .command("fsck")
+    .description("re-verify every object and reference in the store")
+    .option("--repair", "delete corrupt objects (re-fetch or re-import them afterwards)")
+    .action(async (opts: { repair?: boolean }) => {
+      const ctx = context();
+      const report = await fsck(await openStore(ctx), {
+        repair: opts.repair === true,
+        progress: ctx.progress,
+      });
+      ctx.progress.finish();
+      const lines = [
+        `checked ${report.checked.blobs} blobs, ${report.checked.files} file objects, ${report.checked.refs} refs, ${report.checked.meta} metadata`,
+        ...report.problems.map((p) => `${p.kind}: ${p.object}: ${p.detail}${p.repaired ? " (removed)" : ""}`),
+        ...(report.leftovers.length > 0
+          ? [`${report.leftovers.length} ingest leftovers of interrupted writes (harmless; gc removes them)`]
+          : []),
+        report.clean ? "clean" : `${report.problems.length} problems`,
+      ];
+      ctx.print(lines.join("\n"), report);
+      if (!report.clean) {
+        throw new RootstockError(
+          "STORE_CORRUPT",
+          `store ${ctx.storeDir}: ${report.problems.length} problems found`,
+        );
+      }
+    });
+
+  store
+    .command("du")
+    .description("disk usage: blobs, file objects, metadata")
+    .action(async () => {
+      const ctx = context();
+      const usage = await du(await openStore(ctx));
+      const row = (name: string, u: { count: number; bytes: number; storedBytes: number }) => [
+        name,
+        String(u.count),
+        formatBytes(u.bytes),
+        formatBytes(u.storedBytes),
+      ];
+      ctx.print(
+        `${table(
+          ["AREA", "OBJECTS", "LOGICAL", "ON DISK"],
+          [
+            row("blobs", usage.blobs),
+            row("file objects", usage.files),
+            row("metadata", usage.meta),
+            row("ingest", usage.ingest),
+          ],
+        )}\nrefs: ${usage.refs}`,
+        usage,
+      );
+    });
+};

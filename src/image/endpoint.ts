@@ -1,0 +1,189 @@
+/**
+ * An image endpoint is wherever an image can be read from or written to: the local
+ * store, an OCI layout directory or a registry repository. Each is opened from a
+ * reference (`store:`, `oci:`, `docker://`) into the same small interface, so copy,
+ * inspect and export never ask which one they hold.
+ */
+import { ContentStore } from "../cas/store.js";
+import { RootstockError } from "../errors.js";
+import { OciLayout } from "../layout/layout.js";
+import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
+import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
+import { formatReference, type ImageReference } from "../oci/reference.js";
+import type { Descriptor } from "../oci/types.js";
+import { RegistryClient, type RegistryOptions } from "../remote/client.js";
+import type { Repository } from "../remote/repository.js";
+
+export interface Endpoint extends BlobSource, BlobSink {
+  /** The reference as the user would write it, for messages. */
+  readonly name: string;
+  /** The tag or digest the reference names (undefined: none given). */
+  readonly target: { tag?: string; digest?: Digest };
+  /** The root descriptor the reference names (manifest or index). */
+  resolveRoot(): Promise<Descriptor>;
+  /** Stores a manifest or index (children already present) and points `tag` at it when given. */
+  putManifest(descriptor: Descriptor, bytes: Uint8Array, tag?: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface EndpointOptions {
+  /** The local store directory for `store:` references. */
+  storeDir: string;
+  /** Registry options (insecure, auth, concurrency) for `docker://` references. */
+  registry?: RegistryOptions;
+  /** Create a missing layout directory (destinations). */
+  create?: boolean;
+}
+
+export async function openEndpoint(ref: ImageReference, opts: EndpointOptions): Promise<Endpoint> {
+  switch (ref.transport) {
+    case "store": {
+      const store = await ContentStore.open(opts.storeDir);
+      return repositoryEndpoint(formatReference(ref), store.repository(ref.repository), { tag: ref.tag });
+    }
+    case "oci": {
+      const layout = await OciLayout.open(ref.path, { create: opts.create === true });
+      return repositoryEndpoint(formatReference(ref), layout, { tag: ref.tag });
+    }
+    case "docker": {
+      const client = new RegistryClient(ref.registry, opts.registry);
+      return new RegistryEndpoint(formatReference(ref), client, client.repository(ref.repository), {
+        tag: ref.tag,
+        digest: ref.digest,
+      });
+    }
+  }
+}
+
+type TaggedRepository = BlobSource &
+  BlobSink & {
+    resolve(tag: string): Promise<Descriptor>;
+    tags(): Promise<string[]>;
+    setTag(tag: string, descriptor: Descriptor): Promise<void>;
+  };
+
+function repositoryEndpoint(
+  name: string,
+  repo: TaggedRepository,
+  target: { tag?: string; digest?: Digest },
+): Endpoint {
+  return {
+    name,
+    target,
+    has: (d) => repo.has(d),
+    size: (d) => repo.size(d),
+    open: (b) => repo.open(b),
+    read: (b, max) => repo.read(b, max),
+    put: (s, e) => repo.put(s, e),
+    async resolveRoot() {
+      if (target.tag) return repo.resolve(target.tag);
+      const tags = await repo.tags();
+      if (tags.length === 1) return repo.resolve(tags[0]!);
+      throw new RootstockError(
+        tags.length === 0 ? "NOT_FOUND" : "INVALID_ARGUMENT",
+        tags.length === 0 ? `${name}: no images` : `${name}: several tags, name one of: ${tags.join(", ")}`,
+      );
+    },
+    async putManifest(descriptor, bytes, tag) {
+      await repo.put(bytes, { digest: descriptor.digest, size: descriptor.size });
+      if (tag) await repo.setTag(tag, descriptor);
+    },
+    async close() {},
+  };
+}
+
+/** A registry repository seen as an endpoint; manifests go through the manifest API. */
+class RegistryEndpoint implements Endpoint {
+  constructor(
+    readonly name: string,
+    private readonly client: RegistryClient,
+    private readonly repo: Repository,
+    readonly target: { tag?: string; digest?: Digest },
+  ) {}
+
+  async has(digest: Digest): Promise<boolean> {
+    return (await this.repo.headBlob(digest)) !== undefined;
+  }
+
+  async size(digest: Digest): Promise<number> {
+    const head = await this.repo.headBlob(digest);
+    if (!head) throw new RootstockError("NOT_FOUND", `${this.name}: blob ${digest} not found`);
+    return head.size;
+  }
+
+  async open(blob: BlobRef): Promise<AsyncIterable<Uint8Array>> {
+    // Manifests live behind /manifests/, not /blobs/: a copy reads them through read().
+    return this.repo.openBlob(blob.digest, { size: blob.size });
+  }
+
+  async read(blob: BlobRef, maxBytes = 16 * 1024 * 1024): Promise<Uint8Array> {
+    if (blob.size !== undefined && blob.size > maxBytes) {
+      throw new RootstockError(
+        "INVALID_FORMAT",
+        `${this.name}: ${blob.digest} is ${blob.size} bytes, over ${maxBytes}`,
+      );
+    }
+    // Small documents: try the manifest endpoint first (manifests and indexes), then blobs (configs).
+    try {
+      const m = await this.repo.getManifest(blob.digest);
+      verifyDigest(
+        { digest: m.digest, size: m.bytes.length },
+        blob as { digest: Digest; size?: number },
+        blob.digest,
+      );
+      return m.bytes;
+    } catch (err) {
+      if (!(err instanceof RootstockError) || (err.code !== "NOT_FOUND" && err.code !== "REGISTRY"))
+        throw err;
+    }
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of this.repo.openBlob(blob.digest, { size: blob.size })) {
+      total += chunk.length;
+      if (total > maxBytes)
+        throw new RootstockError("INVALID_FORMAT", `${this.name}: ${blob.digest} over ${maxBytes} bytes`);
+      parts.push(chunk);
+    }
+    return Buffer.concat(parts);
+  }
+
+  async put(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
+    let digest = expected?.digest;
+    let size = expected?.size;
+    let bytes: Uint8Array | undefined;
+    if (digest === undefined || size === undefined) {
+      // Pushing needs the digest up front; without it, the bytes are buffered and hashed.
+      if (source instanceof Uint8Array) bytes = source;
+      else {
+        const parts: Uint8Array[] = [];
+        for await (const c of source) parts.push(c);
+        bytes = Buffer.concat(parts);
+      }
+      const d = new Digester();
+      d.update(bytes);
+      digest = d.digest();
+      size = bytes.length;
+      if (expected?.digest && expected.digest !== digest) {
+        verifyDigest({ digest, size }, { digest: expected.digest }, `${this.name}: blob`);
+      }
+    } else if (source instanceof Uint8Array) bytes = source;
+    if (await this.has(digest)) return { digest, size, existed: true };
+    const content = bytes ?? (() => source as AsyncIterable<Uint8Array>);
+    const result = await this.repo.pushBlob(content, { digest, size });
+    return { digest, size, existed: result === "exists" };
+  }
+
+  async resolveRoot(): Promise<Descriptor> {
+    const ref = this.target.digest ?? this.target.tag ?? "latest";
+    const m = await this.repo.getManifest(ref);
+    return { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
+  }
+
+  async putManifest(descriptor: Descriptor, bytes: Uint8Array, tag?: string): Promise<void> {
+    await this.repo.putManifest(tag ?? descriptor.digest, bytes, descriptor.mediaType);
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}
