@@ -213,7 +213,12 @@ export function gnuViewOf(h: TarHeader): GnuListing {
     uid: h.uid,
     gid: h.gid,
     sizeOrDevice: h.type === "char" || h.type === "block" ? `${h.devmajor},${h.devminor}` : String(h.size),
-    mtime: h.mtime.sec + h.mtime.nsec / 1e9,
+    // GNU tar 1.34 shows a negative fractional time as its whole part followed by the
+    // fraction's magnitude (-1.25 s shows as -1 + 0.25); extraction is right.
+    mtime:
+      h.mtime.sec < 0 && h.mtime.nsec > 0
+        ? h.mtime.sec + 1 + (1e9 - h.mtime.nsec) / 1e9
+        : h.mtime.sec + h.mtime.nsec / 1e9,
     name: h.name,
     target: h.type === "symlink" || h.type === "hardlink" ? h.linkname : undefined,
   };

@@ -3,6 +3,8 @@
   pytar.py list ARCHIVE        -> one JSON object per member (names and xattr values as hex)
   pytar.py create FORMAT SRC OUT  -> archive of SRC ('.' as root) in gnu|pax|ustar format,
                                   pax also carrying each file's xattrs as SCHILY.xattr records
+  pytar.py stat DIR             -> JSON map: relative path -> what the file system holds
+  pytar.py extract ARCHIVE DIR -> tarfile.extractall (numeric owners, no xattrs)
   pytar.py global OUT          -> a PAX archive with a global header
   pytar.py mktree DIR full|ustar  -> a source tree with every entry kind (devices only as root);
                                   "ustar" leaves out what ustar cannot hold
@@ -130,12 +132,65 @@ def mktree(root, variant):
     os.utime(root, (1700000000, 1700000000))
 
 
+def stat_tree(root):
+    import hashlib
+    import stat as st
+    out = {}
+    inodes = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            s = os.lstat(p)
+            info = {
+                "mode": st.S_IMODE(s.st_mode),
+                "uid": s.st_uid,
+                "gid": s.st_gid,
+                "mtime_ns": str(s.st_mtime_ns),
+            }
+            if st.S_ISREG(s.st_mode):
+                info["type"] = "file"
+                with open(p, "rb") as f:
+                    info["sha256"] = hashlib.sha256(f.read()).hexdigest()
+                info["size"] = s.st_size
+                info["inode_group"] = inodes.setdefault((s.st_dev, s.st_ino), rel)
+            elif st.S_ISLNK(s.st_mode):
+                info["type"] = "symlink"
+                info["target"] = os.readlink(p)
+                del info["mode"], info["mtime_ns"]
+            elif st.S_ISCHR(s.st_mode) or st.S_ISBLK(s.st_mode):
+                info["type"] = "char" if st.S_ISCHR(s.st_mode) else "block"
+                info["rdev"] = [os.major(s.st_rdev), os.minor(s.st_rdev)]
+            elif st.S_ISDIR(s.st_mode):
+                info["type"] = "dir"
+                del info["mtime_ns"]  # changes as entries are extracted into it
+            elif st.S_ISFIFO(s.st_mode):
+                info["type"] = "fifo"
+            if not st.S_ISLNK(s.st_mode):
+                info["xattrs"] = {
+                    k: os.getxattr(p, k, follow_symlinks=False).hex()
+                    for k in sorted(os.listxattr(p, follow_symlinks=False))
+                    if k.startswith("user.")
+                }
+            out[rel] = info
+    print(json.dumps(out, sort_keys=True))
+
+
+def extract(archive, dest):
+    with tarfile.open(archive, "r:") as tf:
+        tf.extractall(dest, numeric_owner=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "list":
         list_members(sys.argv[2])
     elif cmd == "create":
         create(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "stat":
+        stat_tree(sys.argv[2])
+    elif cmd == "extract":
+        extract(sys.argv[2], sys.argv[3])
     elif cmd == "mktree":
         mktree(sys.argv[2], sys.argv[3])
     elif cmd == "global":
