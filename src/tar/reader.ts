@@ -197,7 +197,7 @@ export class TarReader implements AsyncIterable<TarEntry> {
         if (padding > 0) {
           const pad = await src.readUpTo(padding);
           if (pad.length < padding) {
-            throw truncated(unread.name, src.offset, padding - pad.length, "padding after the payload of");
+            throw truncated(unread.name, src.offset, padding - pad.length, "padding after its payload");
           }
           pieces.push(pad);
         }
@@ -382,7 +382,7 @@ function truncated(what: string, offset: number, missing: number, part: string):
   const subject = what.startsWith("entry ") ? what : `entry ${JSON.stringify(what)}`;
   return new RootstockError(
     "TAR_FORMAT",
-    `tar ${subject}: truncated ${part}: input ends at offset ${offset}, ${missing} bytes short`,
+    `tar ${subject}: truncated: input ends at offset ${offset}, ${missing} bytes short of the ${part}`,
   );
 }
 
@@ -490,7 +490,7 @@ async function* payloadOf(src: ByteSource, state: PayloadState): AsyncGenerator<
   }
   while (state.remaining > 0) {
     const chunk = await src.readSome(state.remaining);
-    if (chunk.length === 0) throw truncated(state.name, src.offset, state.remaining, "payload of");
+    if (chunk.length === 0) throw truncated(state.name, src.offset, state.remaining, "payload");
     state.remaining -= chunk.length;
     yield chunk;
   }
