@@ -61,10 +61,20 @@ export async function fsyncDir(path: string): Promise<void> {
   }
 }
 
+/** Directories known to exist (object fan-out, ingest): saves a stat per object. */
+const knownDirs = new Set<string>();
+
+/** Forgets a cached directory (someone removed it behind our back). */
+export function forgetDir(path: string): void {
+  knownDirs.delete(path);
+}
+
 /** mkdir -p that fsyncs the parent of every directory it creates. */
 export async function ensureDir(path: string): Promise<void> {
+  if (knownDirs.has(path)) return;
   try {
     await stat(path);
+    knownDirs.add(path);
     return;
   } catch {}
   const parent = dirname(path);
@@ -74,6 +84,20 @@ export async function ensureDir(path: string): Promise<void> {
     await fsyncDir(parent);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  knownDirs.add(path);
+}
+
+/** Runs `fn`, and once more after re-creating `dir` if it failed because `dir` vanished. */
+export async function inDir<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  await ensureDir(dir);
+  try {
+    return await fn();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    forgetDir(dir);
+    await ensureDir(dir);
+    return fn();
   }
 }
 
@@ -119,6 +143,12 @@ export interface IngestOptions {
   expected?: { digest?: Digest; size?: number };
   /** Names the object in errors (`blob sha256:…`). */
   what: string;
+  /**
+   * fsync the object and its directory before returning (default). The content
+   * store's batch mode turns this off and syncs the filesystem once before it
+   * writes a ref instead.
+   */
+  durable?: boolean;
 }
 
 /** Streams `source` into the object store rooted by `pathFor`, verified; see the module comment. */
@@ -135,9 +165,9 @@ export async function ingest(
       return { digest: expected.digest, size: present.size, existed: true };
     }
   }
-  await ensureDir(opts.ingestDir);
+  const durable = opts.durable ?? true;
   const tmp = join(opts.ingestDir, uniqueName());
-  const handle = await open(tmp, "wx", 0o600);
+  const handle = await inDir(opts.ingestDir, () => open(tmp, "wx", 0o600));
   const digester = new Digester();
   let committed = false;
   try {
@@ -154,23 +184,24 @@ export async function ingest(
       verifyDigest(actual, { digest: expected.digest, size: expected.size }, opts.what);
     else if (expected?.size !== undefined)
       verifyDigest(actual, { digest: actual.digest, size: expected.size }, opts.what);
-    await handle.sync();
+    if (durable) await handle.sync();
     await handle.chmod(0o444);
     await handle.close();
     const target = opts.pathFor(actual.digest);
     const targetDir = dirname(target);
-    await ensureDir(targetDir);
     // link() refuses to replace: a concurrent writer of the same object keeps its inode
     // (hardlinks taken from it stay valid); ours is then simply dropped.
     let existed = false;
-    try {
-      await link(tmp, target);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      existed = true;
-    }
+    await inDir(targetDir, async () => {
+      try {
+        await link(tmp, target);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        existed = true;
+      }
+    });
     committed = true;
-    await fsyncDir(targetDir);
+    if (durable) await fsyncDir(targetDir);
     await unlink(tmp);
     return { ...actual, existed };
   } catch (err) {
@@ -191,15 +222,13 @@ export async function atomicWriteFile(
   ingestDir: string,
   mode = 0o644,
 ): Promise<void> {
-  await ensureDir(ingestDir);
   const tmp = join(ingestDir, uniqueName());
-  const handle = await open(tmp, "wx", mode);
+  const handle = await inDir(ingestDir, () => open(tmp, "wx", mode));
   try {
     await writeAll(handle, bytes);
     await handle.sync();
     await handle.close();
-    await ensureDir(dirname(path));
-    await rename(tmp, path);
+    await inDir(dirname(path), () => rename(tmp, path));
     await fsyncDir(dirname(path));
   } catch (err) {
     await handle.close().catch(() => {});

@@ -4,7 +4,7 @@
  * ingest file (no writer can be active while the exclusive lock is held, so any
  * ingest file is a leftover of a dead process).
  */
-import { lstat, readdir, rm, stat } from "node:fs/promises";
+import { lstat, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { assertWalkable, computeReachability } from "./reach.js";
@@ -82,7 +82,6 @@ export async function gc(store: ContentStore, opts: GcOptions = {}): Promise<GcR
       const path = join(store.ingestDir, name);
       await sweep(path, report.ingest, () => rm(path, { force: true, recursive: true }));
     }
-    if (!dryRun) await removeEmptyFanoutDirs(join(store.files.root, "sha256"));
     report.bytesFreed = report.blobs.bytes + report.files.bytes + report.meta.bytes + report.ingest.bytes;
     progress({
       type: "done",
@@ -91,13 +90,4 @@ export async function gc(store: ContentStore, opts: GcOptions = {}): Promise<GcR
     });
     return report;
   });
-}
-
-async function removeEmptyFanoutDirs(base: string): Promise<void> {
-  for (const name of await readdir(base).catch(() => [] as string[])) {
-    const dir = join(base, name);
-    if ((await stat(dir).catch(() => undefined))?.isDirectory() && (await readdir(dir)).length === 0) {
-      await rm(dir, { recursive: true, force: true });
-    }
-  }
 }

@@ -5,7 +5,7 @@
  * Writes go through `ingest`; reads are verified streams.
  */
 import { createReadStream } from "node:fs";
-import { readdir, stat, unlink } from "node:fs/promises";
+import { readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { RootstockError } from "../errors.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
@@ -31,9 +31,17 @@ export async function* verifiedFileStream(
   verifyDigest({ digest: digester.digest(), size: digester.size }, expected, what);
 }
 
-/** sha256 and size of a file, streamed. */
+/** Files up to this size are read in one call rather than streamed. */
+export const SMALL_FILE = 4 * 1024 * 1024;
+
+/** sha256 and size of a file, streamed (small files in one read). */
 export async function hashFile(path: string): Promise<{ digest: Digest; size: number }> {
   const digester = new Digester();
+  const info = await stat(path);
+  if (info.size <= SMALL_FILE) {
+    digester.update(await readFile(path));
+    return { digest: digester.digest(), size: digester.size };
+  }
   for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
     digester.update(chunk);
   }
@@ -50,6 +58,8 @@ export class ObjectDir implements BlobSource, BlobSink {
     readonly fanout: boolean,
     /** `blob` or `file object`: names objects in errors. */
     readonly kind: string,
+    /** fsync each object as it is committed (see IngestOptions.durable). */
+    public durable = true,
   ) {}
 
   path(digest: Digest): string {
@@ -106,7 +116,13 @@ export class ObjectDir implements BlobSource, BlobSink {
 
   put(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
     const what = `${this.kind} ${expected?.digest ?? "(new)"}`;
-    return ingest(source, { ingestDir: this.ingestDir, pathFor: (d) => this.path(d), expected, what });
+    return ingest(source, {
+      ingestDir: this.ingestDir,
+      pathFor: (d) => this.path(d),
+      expected,
+      what,
+      durable: this.durable,
+    });
   }
 
   /** Removes an object (gc, fsck repair). False when it was not there. */

@@ -259,3 +259,19 @@ test("du counts objects and bytes", async () => {
     assert.equal((await readdir(join(dir, "ingest"))).length, 0);
   });
 });
+
+test("batch durability: objects commit without fsync, a ref write syncs first, the result is a normal store", async () => {
+  await withTempDir(async (dir) => {
+    const store = await ContentStore.open(dir, { durability: "batch" });
+    assert.equal(store.files.durable, false);
+    const files = [];
+    for (let i = 0; i < 20; i++) files.push((await store.putFile(Buffer.from(`file ${i}`))).digest);
+    const img = await putImage(store, "batch");
+    await store.putMeta(img.layerDesc.digest, { files, data: null });
+    await store.setRef("r", "t", img.manifestDesc);
+    assert.equal((await stat(store.filePath(files[0]!))).mode & 0o777, 0o444);
+    const report = await fsck(store);
+    assert.deepEqual([report.problems, report.leftovers], [[], []]);
+    assert.equal((await gc(store)).kept.files, 20);
+  });
+});
