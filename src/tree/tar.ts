@@ -3,7 +3,7 @@
  * layer) into layer entries or a Tree, hashing file contents as they stream by, and
  * writing layer entries as a reproducible layer tar.
  */
-import { constants } from "node:fs";
+import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
 import { Digester } from "../oci/digest.js";
@@ -132,28 +132,44 @@ export type ContentSource = (path: string, node: TreeNode) => AsyncIterable<Uint
  */
 export function directoryContent(root: string): ContentSource {
   const rootAbs = root.replace(/\/+$/, "") || "/";
+  const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
   return async function* (path, node) {
     const abs = rootAbs === "/" ? `/${path}` : `${rootAbs}/${path}`;
-    const handle = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
     const digester = new Digester();
-    try {
-      const size = Math.min(Math.max(node.size, 1), 1 << 20);
-      for (;;) {
-        const buffer = Buffer.allocUnsafe(size);
-        const { bytesRead } = await handle.read(buffer, 0, size, null);
-        if (bytesRead === 0) break;
-        const chunk = buffer.subarray(0, bytesRead);
-        digester.update(chunk);
-        yield chunk;
+    if (node.size <= SMALL_FILE) {
+      // One synchronous read: four thread-pool round trips per small file cost more
+      // than the read itself (see hash.ts), and most of a rootfs is small files.
+      const fd = openSync(abs, flags);
+      let bytes: Buffer;
+      try {
+        bytes = readFileSync(fd);
+      } finally {
+        closeSync(fd);
       }
-    } finally {
-      await handle.close();
+      digester.update(bytes);
+      yield bytes;
+    } else {
+      const handle = await open(abs, flags);
+      try {
+        for (;;) {
+          const buffer = Buffer.allocUnsafe(1 << 20);
+          const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+          if (bytesRead === 0) break;
+          const chunk = buffer.subarray(0, bytesRead);
+          digester.update(chunk);
+          yield chunk;
+        }
+      } finally {
+        await handle.close();
+      }
     }
     if (node.digest && digester.digest() !== node.digest) {
       throw new RootstockError("DIGEST_MISMATCH", `${abs}: content changed since it was scanned`);
     }
   };
 }
+
+const SMALL_FILE = 256 * 1024;
 
 export interface LayerWriteOptions {
   /** SOURCE_DATE_EPOCH: every mtime later than this is clamped to it. */

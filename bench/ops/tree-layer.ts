@@ -1,0 +1,25 @@
+/**
+ * bench op: scan DIR, hash it, and write it as one reproducible layer tar to OUT
+ * (what `rootstock import DIR` does before compression). Prints the layer's size.
+ */
+import { createWriteStream } from "node:fs";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { coalesceChunks } from "../../src/tar/index.js";
+import { treeAsLayer } from "../../src/tree/layer.js";
+import { scan } from "../../src/tree/scan.js";
+import { directoryContent, writeLayer } from "../../src/tree/tar.js";
+
+const [dir, out] = process.argv.slice(2);
+if (!dir || !out) throw new Error("usage: tree-layer DIR OUT");
+const { tree } = await scan(dir);
+let bytes = 0;
+async function* counted() {
+  const layer = writeLayer(treeAsLayer(tree), directoryContent(dir!), { sourceDateEpoch: 1_700_000_000 });
+  for await (const chunk of coalesceChunks(layer)) {
+    bytes += chunk.length;
+    yield chunk;
+  }
+}
+await pipeline(Readable.from(counted()), createWriteStream(out));
+console.log(bytes);
