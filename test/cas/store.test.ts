@@ -9,7 +9,7 @@ import { gc } from "../../src/cas/gc.js";
 import { ContentStore } from "../../src/cas/store.js";
 import { isRootstockError } from "../../src/errors.js";
 import { canonicalJson, descriptorFor } from "../../src/oci/canonical.js";
-import { sha256 } from "../../src/oci/digest.js";
+import { type Digest, sha256 } from "../../src/oci/digest.js";
 import { MediaType } from "../../src/oci/mediatypes.js";
 import type { Descriptor } from "../../src/oci/types.js";
 import { withTempDir } from "../helpers/tmp.js";
@@ -264,7 +264,7 @@ test("batch durability: objects commit without fsync, a ref write syncs first, t
   await withTempDir(async (dir) => {
     const store = await ContentStore.open(dir, { durability: "batch" });
     assert.equal(store.files.durable, false);
-    const files = [];
+    const files: Digest[] = [];
     for (let i = 0; i < 20; i++) files.push((await store.putFile(Buffer.from(`file ${i}`))).digest);
     const img = await putImage(store, "batch");
     await store.putMeta(img.layerDesc.digest, { files, data: null });
