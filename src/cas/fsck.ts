@@ -12,7 +12,8 @@ import type { Digest } from "../oci/digest.js";
 import { parseDescriptor, parseJsonBytes } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { isOwnerAlive, ownerOfName } from "./atomic.js";
-import { hashFile, type ObjectDir } from "./objectdir.js";
+import { HashPool } from "./hashpool.js";
+import type { ObjectDir } from "./objectdir.js";
 import { computeReachability } from "./reach.js";
 import type { ContentStore } from "./store.js";
 
@@ -65,6 +66,15 @@ export async function fsck(store: ContentStore, opts: FsckOptions = {}): Promise
 }
 
 async function fsckUnlocked(store: ContentStore, opts: FsckOptions): Promise<FsckReport> {
+  const pool = new HashPool(opts.concurrency ?? 2);
+  try {
+    return await fsckWith(store, opts, pool);
+  } finally {
+    await pool.close();
+  }
+}
+
+async function fsckWith(store: ContentStore, opts: FsckOptions, pool: HashPool): Promise<FsckReport> {
   const progress = opts.progress ?? silentProgress;
   const problems: FsckProblem[] = [];
   const checked = { blobs: 0, files: 0, refs: 0, meta: 0 };
@@ -91,7 +101,7 @@ async function fsckUnlocked(store: ContentStore, opts: FsckOptions): Promise<Fsc
           detail: `mode ${(info.mode & 0o7777).toString(8)} is writable`,
         });
       }
-      const actual = await hashFile(path).catch(() => undefined);
+      const actual = await pool.hash(path).catch(() => undefined);
       if (actual?.digest !== digest) {
         const problem: FsckProblem = {
           kind: "corrupt-object",
