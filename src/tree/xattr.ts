@@ -60,7 +60,8 @@ export async function readXattrs(paths: readonly string[]): Promise<Map<string, 
   if (paths.length === 0) return new Map();
   const child = spawn(
     "xargs",
-    ["-0", "getfattr", "--dump", "--absolute-names", "--no-dereference", "--match=-", "--encoding=base64"],
+    // -s: as many paths per getfattr as the kernel allows (~1 MB), so one or two runs.
+    ["-0", "-s", "1000000", "getfattr", "--dump", "--absolute-names", "--no-dereference", "--match=-", "--encoding=base64"],
     { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } },
   );
   const out: Buffer[] = [];

@@ -273,6 +273,19 @@ describe("treeDigest", () => {
     }
   });
 
+  it("groups hard-linked regular files only: linked symlinks are copies", () => {
+    const linked = reference.clone();
+    linked.set("bin/sh2", linked.get("bin/sh")!);
+    const copied = reference.clone();
+    copied.set("bin/sh2", symlink("dash"));
+    assert.equal(treeDigest(linked), treeDigest(copied));
+    const fileLinked = reference.clone();
+    fileLinked.set("etc/hosts2", fileLinked.get("etc/hosts")!);
+    const fileCopied = reference.clone();
+    fileCopied.set("etc/hosts2", file("127.0.0.1 localhost\n"));
+    assert.notEqual(treeDigest(fileLinked), treeDigest(fileCopied));
+  });
+
   it("refuses unhashed files", () => {
     const t = reference.clone();
     t.set("etc/unhashed", { ...file("x"), digest: undefined });

@@ -4,7 +4,7 @@
  * directory extracted again from the archive elsewhere.
  */
 import assert from "node:assert/strict";
-import { lstat, mkdtemp, rm } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -179,6 +179,41 @@ describe("tree digest across forms", () => {
         true,
       );
       assert.equal(await digestNow(), before);
+    });
+  });
+});
+
+describe("scan edges", () => {
+  it("stays on its filesystem unless asked, and refuses names that are not UTF-8", async (t) => {
+    await withTempDir(async (tmp) => {
+      const root = join(tmp, "root");
+      await mkdir(join(root, "mnt"), { recursive: true });
+      await writeFile(join(root, "a"), "a");
+      try {
+        await run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", join(root, "mnt")]);
+      } catch {
+        t.skip("cannot mount a tmpfs here");
+        return;
+      }
+      try {
+        await writeFile(join(root, "mnt", "inside"), "other filesystem");
+        const { tree, report } = await scan(root);
+        assert.ok(tree.get("mnt")?.type === "dir" && !tree.has("mnt/inside"));
+        assert.deepEqual(
+          report.skipped.map((s) => s.path),
+          ["mnt"],
+        );
+        const crossed = await scan(root, { crossMounts: true });
+        assert.ok(crossed.tree.has("mnt/inside"));
+      } finally {
+        await run("umount", [join(root, "mnt")]);
+      }
+      await run("sh", ["-c", `touch "${root}/$(printf 'bad\\377name')"`]);
+      await assert.rejects(
+        scan(root),
+        (e) =>
+          isRootstockError(e, "INVALID_FORMAT") && e.message.includes("bad") && e.message.includes("UTF-8"),
+      );
     });
   });
 });
