@@ -52,6 +52,8 @@ import { setXattrs, type XattrTarget } from "./xattr.js";
 
 export const PARTIAL_SUFFIX = ".rootstock-partial";
 export const INCOMPLETE_SUFFIX = ".rootstock-incomplete";
+/** Independent file writes kept in flight: enough to keep libuv's thread pool and the disk busy. */
+const MAX_IN_FLIGHT = 32;
 
 export interface SafeDirOptions {
   /** Allow a non-empty target (entries in the way are replaced) or a leftover partial directory. */
@@ -151,6 +153,9 @@ class DirWriter {
   private readonly dirEntries: Array<{ path: string; entry: ExportEntry }> = [];
   private readonly specials: Array<{ path: string; entry: ExportEntry }> = [];
   private readonly xattrTargets: XattrTarget[] = [];
+  /** File and symlink writes in flight (independent of each other); a hardlink waits for its target's. */
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly written = new Map<string, Promise<void>>();
   readonly result: SafeDirResult;
 
   constructor(
@@ -208,8 +213,10 @@ class DirWriter {
       }
       case "file":
         await this.clear(path, false);
-        await this.writeFile(path, abs, entry);
         this.files.add(path);
+        // A stream must be consumed before the next entry is pulled (it may be the same archive).
+        if (entry.content?.kind === "stream") await this.writeFile(path, abs, entry);
+        else this.written.set(path, (await this.launch(this.writeFile(path, abs, entry))).done);
         return;
       case "hardlink": {
         const target = cleanEntryPath(
@@ -224,6 +231,7 @@ class DirWriter {
           );
         }
         await this.clear(path, false);
+        await this.written.get(target);
         await link(this.abs(target), abs);
         return;
       }
@@ -233,10 +241,14 @@ class DirWriter {
           throw entryError("UNSAFE_PATH", path, "symlink target is empty or contains NUL");
         }
         await this.clear(path, false);
-        await symlink(target, abs);
-        await this.applyOwner(path, abs, entry);
-        this.queueXattrs(path, abs, entry);
-        await lutimes(abs, seconds(entry), seconds(entry));
+        await this.launch(
+          (async () => {
+            await symlink(target, abs);
+            await this.applyOwner(path, abs, entry);
+            this.queueXattrs(path, abs, entry);
+            await lutimes(abs, seconds(entry), seconds(entry));
+          })(),
+        );
         return;
       }
       case "char":
@@ -246,6 +258,22 @@ class DirWriter {
         this.specials.push({ path, entry });
         return;
     }
+  }
+
+  /** Tracks an independent write; waits when too many are in flight. Rejections surface in race or settle. */
+  private async launch(work: Promise<void>): Promise<{ done: Promise<void> }> {
+    const tracked = work.finally(() => this.inflight.delete(tracked));
+    tracked.catch(() => {});
+    this.inflight.add(tracked);
+    if (this.inflight.size >= MAX_IN_FLIGHT) await Promise.race(this.inflight);
+    return { done: tracked };
+  }
+
+  /** Waits for every write in flight; the first failure is thrown. */
+  async drain(): Promise<void> {
+    const results = await Promise.allSettled([...this.inflight]);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   private async writeFile(path: string, abs: string, entry: ExportEntry): Promise<void> {
@@ -355,6 +383,7 @@ class DirWriter {
   }
 
   async finish(): Promise<void> {
+    await this.drain();
     await this.makeSpecials();
     // Directory owner and xattrs before the xattr batch; modes and times after it.
     const dirs = [...this.dirEntries].sort((a, b) => pathDepth(b.path) - pathDepth(a.path));
@@ -450,6 +479,8 @@ export async function writeDirectory(
     await writer.finish();
     if (opts.durable ?? true) await run("sync", ["-f", partial ?? targetPath], "sync");
   } catch (err) {
+    // Let writes in flight end before removing anything under them.
+    await writer.drain().catch(() => {});
     // A failed fresh export leaves nothing; an in-place one keeps its incomplete marker.
     if (partial) await rm(partial, { recursive: true, force: true });
     throw err;
