@@ -61,7 +61,17 @@ export async function readXattrs(paths: readonly string[]): Promise<Map<string, 
   const child = spawn(
     "xargs",
     // -s: as many paths per getfattr as the kernel allows (~1 MB), so one or two runs.
-    ["-0", "-s", "1000000", "getfattr", "--dump", "--absolute-names", "--no-dereference", "--match=-", "--encoding=base64"],
+    [
+      "-0",
+      "-s",
+      "1000000",
+      "getfattr",
+      "--dump",
+      "--absolute-names",
+      "--no-dereference",
+      "--match=-",
+      "--encoding=base64",
+    ],
     { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } },
   );
   const out: Buffer[] = [];
