@@ -233,6 +233,19 @@ export class Repository {
     await res.body.dump();
   }
 
+  /** Deletes a tag (OCI distribution 1.1; distribution 2.8 refuses with 400 DIGEST_INVALID). */
+  async deleteManifestRef(tag: string): Promise<void> {
+    this.checkRef(tag);
+    const res = await this.client.send({
+      method: "DELETE",
+      url: `/v2/${this.name}/manifests/${tag}`,
+      scopes: [repositoryScope(this.name, ["delete"])],
+      expect: [200, 202],
+      where: this.refWhere(tag),
+    });
+    await res.body.dump();
+  }
+
   /** All tags, following the registry's Link pagination. */
   async listTags(opts: { pageSize?: number } = {}): Promise<string[]> {
     const tags: string[] = [];
@@ -604,6 +617,7 @@ export class Repository {
       await res.body.dump();
       location = this.uploadLocation(res, where);
     }
+    const session = { location };
     const progress = opts.progress ?? silentProgress;
     const taskId = `push ${digest}`;
     progress({
@@ -622,15 +636,15 @@ export class Repository {
           { digest, size: opts.size },
           `${where}: content`,
         );
-        await this.finishUpload(location, digest, bytes, where);
+        await this.finishUpload(session.location, digest, bytes, where);
       } else {
-        location = await this.uploadChunks(location, content, opts, where, (n) =>
+        await this.uploadChunks(session, content, opts, where, (n) =>
           progress({ type: "advance", id: taskId, current: n, total: opts.size }),
         );
-        await this.finishUpload(location, digest, undefined, where);
+        await this.finishUpload(session.location, digest, undefined, where);
       }
     } catch (err) {
-      await this.cancelUpload(location, where);
+      await this.cancelUpload(session.location, where);
       throw err;
     }
     progress({ type: "done", id: taskId });
@@ -680,31 +694,66 @@ export class Repository {
 
   /** PATCHes the content in chunks of `chunkSize`; returns the Location for the final PUT. */
   private async uploadChunks(
-    location: string,
+    session: { location: string },
     content: BlobContent,
-    opts: PushBlobOptions,
+    opts: { digest?: Digest; size?: number; chunkSize?: number },
     where: string,
     advance: (sent: number) => void,
-  ): Promise<string> {
+  ): Promise<{ digest: Digest; size: number }> {
     const chunkSize = opts.chunkSize ?? 16 * 1024 * 1024;
     const digester = new Digester();
     let sent = 0;
     const source = content instanceof Uint8Array ? [content] : content();
     for await (const chunk of rechunk(source, chunkSize)) {
       digester.update(chunk);
-      if (digester.size > opts.size) {
+      if (opts.size !== undefined && digester.size > opts.size) {
         throw new RootstockError("SIZE_MISMATCH", `${where}: content: expected ${opts.size} bytes, got more`);
       }
-      location = await this.patchChunk(location, chunk, sent, where);
+      session.location = await this.patchChunk(session.location, chunk, sent, where);
       sent += chunk.length;
       advance(sent);
     }
-    verifyDigest(
-      { digest: digester.digest(), size: digester.size },
-      { digest: opts.digest, size: opts.size },
-      `${where}: content`,
-    );
-    return location;
+    const actual = { digest: digester.digest(), size: digester.size };
+    if (opts.digest) verifyDigest(actual, { digest: opts.digest, size: opts.size }, `${where}: content`);
+    return actual;
+  }
+
+  /**
+   * Uploads a stream whose digest is not known in advance (PATCH chunks, digest
+   * computed on the way, committed with it). No HEAD skip: the digest comes last.
+   */
+  async pushStream(
+    source: AsyncIterable<Uint8Array>,
+    opts: { chunkSize?: number; progress?: ProgressSink; digest?: Digest; size?: number } = {},
+  ): Promise<{ digest: Digest; size: number }> {
+    const where = `${this.where} (upload)`;
+    const started = await this.client.send({
+      method: "POST",
+      url: `/v2/${this.name}/blobs/uploads/`,
+      scopes: this.push(),
+      expect: [202],
+      where,
+    });
+    await started.body.dump();
+    const session = { location: this.uploadLocation(started, where) };
+    const progress = opts.progress ?? silentProgress;
+    const taskId = `push ${this.name} ${session.location}`;
+    progress({ type: "start", id: taskId, label: `${this.name} (upload)`, unit: "bytes" });
+    try {
+      const done = await this.uploadChunks(
+        session,
+        () => source,
+        opts,
+        where,
+        (n) => progress({ type: "advance", id: taskId, current: n }),
+      );
+      await this.finishUpload(session.location, done.digest, undefined, `${this.where}@${done.digest}`);
+      progress({ type: "done", id: taskId });
+      return { digest: done.digest, size: done.size };
+    } catch (err) {
+      await this.cancelUpload(session.location, where);
+      throw err;
+    }
   }
 
   /** One PATCH; after a dropped connection, asks the session how much arrived and sends the rest. */
