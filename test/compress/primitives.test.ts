@@ -117,7 +117,7 @@ describe("footer and annotations", () => {
     assert.equal(decodeFooter(legacy)?.footerSize, 40);
     assert.equal(decodeFooter(legacy)?.tocOffset, 7);
     const flipped = Buffer.from(frame);
-    flipped[70] ^= 1;
+    flipped[70] = (flipped[70] ?? 0) ^ 1;
     assert.equal(decodeFooter(flipped), undefined);
   });
 
