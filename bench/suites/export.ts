@@ -29,7 +29,7 @@ export function entriesToManifest(entries: ExportEntry[]): string {
 }
 
 export function entriesFromManifest(json: string): ExportEntry[] {
-  const raw = JSON.parse(json) as Array<ExportEntry & { xattrs: Array<[string, string]> }>;
+  const raw = JSON.parse(json) as Array<Omit<ExportEntry, "xattrs"> & { xattrs: Array<[string, string]> }>;
   return raw.map((e) => ({
     ...e,
     xattrs: e.xattrs.map(([n, v]) => [n, Buffer.from(v, "hex")] as [string, Uint8Array]),
