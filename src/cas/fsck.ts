@@ -15,7 +15,7 @@ import { isOwnerAlive, ownerOfName } from "./atomic.js";
 import { HashPool } from "./hashpool.js";
 import type { ObjectDir } from "./objectdir.js";
 import { computeReachability } from "./reach.js";
-import type { ContentStore } from "./store.js";
+import { type ContentStore, safeDecode } from "./store.js";
 
 export type FsckProblemKind =
   | "corrupt-object" // content does not hash to its name
@@ -123,7 +123,7 @@ async function fsckWith(store: ContentStore, opts: FsckOptions, pool: HashPool):
   const refsRoot = join(store.root, "refs");
   for (const escaped of await readdir(refsRoot).catch(() => [] as string[])) {
     for (const tag of await readdir(join(refsRoot, escaped)).catch(() => [] as string[])) {
-      const name = `${decodeURIComponent(escaped)}:${tag}`;
+      const name = `${safeDecode(escaped) ?? escaped}:${tag}`;
       checked.refs++;
       try {
         const bytes = await readFile(join(refsRoot, escaped, tag));

@@ -24,7 +24,7 @@ import { RootstockError } from "../errors.js";
 import type { BlobRef, ImageRepository, PutResult } from "../oci/blobs.js";
 import { canonicalJson } from "../oci/canonical.js";
 import { type Digest, digestHex, isDigest, parseDigest, verifyDigest } from "../oci/digest.js";
-import { checkTag } from "../oci/reference.js";
+import { checkStoreRepository, checkTag } from "../oci/reference.js";
 import { type Descriptor, parseDescriptor, parseJsonBytes, validateDocument } from "../oci/types.js";
 import { atomicWriteFile, ensureDir, exists, forgetDir, fsyncDir, inDir, uniqueName } from "./atomic.js";
 import { acquireShared, type LockOptions, withExclusiveLock } from "./lock.js";
@@ -237,9 +237,7 @@ export class ContentStore {
 
   private refPath(repository: string, tag: string): string {
     checkTag(tag);
-    if (repository === "" || repository.length > 255) {
-      throw new RootstockError("INVALID_ARGUMENT", `repository ${JSON.stringify(repository)}: bad length`);
-    }
+    checkStoreRepository(repository);
     return join(this.refDir(repository), tag);
   }
 
@@ -297,7 +295,8 @@ export class ContentStore {
         ? [encodeURIComponent(repository)]
         : await readdir(join(this.root, "refs")).catch(() => [] as string[]);
     for (const escaped of repos) {
-      const repo = decodeURIComponent(escaped);
+      const repo = safeDecode(escaped);
+      if (repo === undefined) continue;
       for (const tag of await readdir(join(this.root, "refs", escaped)).catch(() => [] as string[])) {
         try {
           const descriptor = await this.getRef(repo, tag);
@@ -386,6 +385,15 @@ export class ContentStore {
 
   async hasRefsDir(): Promise<boolean> {
     return exists(join(this.root, "refs"));
+  }
+}
+
+/** decodeURIComponent, or undefined for a name we did not write. */
+export function safeDecode(name: string): string | undefined {
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return undefined;
   }
 }
 

@@ -141,6 +141,24 @@ function parseDocker(ref: string, body: string): ImageReference {
   return { transport: "docker", registry, repository, tag: tag ?? DEFAULT_TAG };
 }
 
+/**
+ * Throws INVALID_ARGUMENT unless `name` is a store repository: a distribution
+ * repository path, optionally behind a registry host (`127.0.0.1:5000/ci/base`).
+ */
+export function checkStoreRepository(name: string, what = "repository"): string {
+  const slash = name.indexOf("/");
+  const first = slash >= 0 ? name.slice(0, slash) : "";
+  let path = name;
+  if (slash >= 0 && (first.includes(".") || first.includes(":") || first === "localhost")) {
+    const problem = hostProblem(first);
+    if (problem) throw new RootstockError("INVALID_ARGUMENT", `${what} ${JSON.stringify(name)}: ${problem}`);
+    path = name.slice(slash + 1);
+  }
+  const problem = repositoryProblem(path);
+  if (problem) throw new RootstockError("INVALID_ARGUMENT", `${what} ${JSON.stringify(name)}: ${problem}`);
+  return name;
+}
+
 function parseStore(ref: string, body: string): ImageReference {
   const { name, tag, digest } = splitNameTagDigest(body);
   if (digest !== undefined) throw invalid(ref, "store references name a tag, not a digest");

@@ -102,9 +102,17 @@ test("refs: set/get/list/delete, validated names, atomic files", async () => {
     );
     assert.equal((await store.getRef("mesa/ci", "base-1"))?.digest, manifestDesc.digest);
     assert.equal(await store.getRef("mesa/ci", "nope"), undefined);
-    await assert.rejects(store.setRef("mesa/ci", "../escape", manifestDesc), (e: unknown) =>
-      isRootstockError(e, "INVALID_ARGUMENT"),
-    );
+    for (const [repo, tag] of [
+      ["mesa/ci", "../escape"],
+      ["..", "t"],
+      [".", "t"],
+      ["a/../../b", "t"],
+      ["", "t"],
+    ] as const) {
+      await assert.rejects(store.setRef(repo, tag, manifestDesc), (e: unknown) =>
+        isRootstockError(e, "INVALID_ARGUMENT"),
+      );
+    }
     assert.equal(await store.deleteRef("mesa/ci", "base-1"), true);
     assert.deepEqual((await store.listRefs()).length, 1);
   });
