@@ -118,6 +118,9 @@ def mktree(root, variant):
         os.mknod(os.path.join(root, "d/null"), 0o20666, os.makedev(1, 3))
         os.mknod(os.path.join(root, "d/loop"), 0o60660, os.makedev(7, 200))
         os.chown(os.path.join(root, "d/block.bin"), 1234, 5678)
+        if full:  # ids ≥ 2^21: base-256 in GNU headers, PAX uid/gid otherwise
+            os.chown(os.path.join(root, "d/odd.bin"), 3000000, 4000000)
+            os.chmod(os.path.join(root, "d/odd.bin"), 0o4755)
     if full:
         os.setxattr(os.path.join(root, "d/small.txt"), "user.bin", BINARY_XATTR)
         os.setxattr(os.path.join(root, "d/small.txt"), "user.text", b"plain")
