@@ -14,15 +14,16 @@ export const TREE_DIGEST_VERSION = 1;
 const HEADER = `rootstock tree digest v${TREE_DIGEST_VERSION}\n`;
 
 /**
- * Whether an extended attribute is part of the filesystem's content. SELinux labels
- * are the host policy's, set by whoever extracts the tree; `system.*` holds ACLs and
- * other kernel-synthesised attributes that tar carries outside xattr records (or not
- * at all). An empty value does not survive a PAX record read by Go's archive/tar
- * (containers/storage, podman, skopeo), so it does not count either. Everything else
- * (security.capability, user.*, trusted.*, security.ima...) counts.
+ * Whether an extended attribute is part of the filesystem's content: `user.*` and
+ * `security.capability`, with a non-empty value. That is exactly what every form
+ * carries: containers/storage (podman export, image layers) writes only those two,
+ * Go's archive/tar drops empty values, and the others are the host's, not the
+ * image's: security.selinux/ima/evm (host policy and keys), trusted.* (overlayfs
+ * bookkeeping such as trusted.overlay.opaque), system.* (ACLs travel as
+ * SCHILY.acl.* or not at all; other names are synthesised by the kernel).
  */
 export function isContentXattr(name: string, value: Uint8Array): boolean {
-  return value.length > 0 && name !== "security.selinux" && !name.startsWith("system.");
+  return value.length > 0 && (name.startsWith("user.") || name === "security.capability");
 }
 
 const TYPE_LETTER: Record<TreeNode["type"], string> = {

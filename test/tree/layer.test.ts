@@ -170,6 +170,35 @@ async function umociUnpack(tmp: string, layerTars: string[]): Promise<string> {
   return join(bundle, "rootfs");
 }
 
+describe("podman", () => {
+  it("podman export of an image imported from our layer has the tree digest of the directory", async (t) => {
+    if (!(await hasCommand("podman"))) return t.skip("podman not installed");
+    await withTempDir(async (tmp) => {
+      const tree = (await scan(base)).tree;
+      const layer = join(tmp, "layer.tar");
+      await writeLayerFile(treeAsLayer(tree), base, layer, 1_700_000_000);
+      // A private store: nothing touches the machine's podman storage, no network.
+      const podman = (...args: string[]) =>
+        run("podman", [
+          "--root",
+          join(tmp, "storage"),
+          "--runroot",
+          join(tmp, "run"),
+          "--storage-driver",
+          "vfs",
+          ...args,
+        ]);
+      await podman("import", layer, "localhost/rootstock-tree-test");
+      const { stdout } = await podman("create", "localhost/rootstock-tree-test", "true");
+      const exported = join(tmp, "export.tar");
+      await podman("export", "-o", exported, stdout.trim());
+      await podman("rm", stdout.trim());
+      // Our layer clamps mtimes to 1_700_000_000; the sample's are all older.
+      assert.equal(treeDigest(await fromTar(readTarFile(exported))), treeDigest(tree));
+    });
+  });
+});
+
 describe("reproducible layers", () => {
   it("same tree → same bytes: scanned twice, and a cp -a copy elsewhere; a no-op rebuild is empty", async () => {
     await withTempDir(async (tmp) => {

@@ -236,10 +236,24 @@ describe("treeDigest", () => {
       variant((t) => t.set("bin/sh", { ...t.get("bin/sh")!, mode: 0o755 })),
       digest,
     );
+    for (const hostOnly of [
+      "security.selinux",
+      "security.ima",
+      "trusted.overlay.opaque",
+      "system.posix_acl_access",
+    ]) {
+      assert.equal(
+        variant((t) => t.set("bin", dir({ xattrs: [[hostOnly, Buffer.from("y")]] }))),
+        digest,
+        hostOnly,
+      );
+    }
     assert.equal(
-      variant((t) =>
-        t.set("bin", dir({ xattrs: [["security.selinux", Buffer.from("system_u:object_r:bin_t:s0\0")]] })),
-      ),
+      variant((t) => t.set("bin", dir({ xattrs: [["user.empty", Buffer.alloc(0)]] }))),
+      digest,
+    );
+    assert.notEqual(
+      variant((t) => t.set("bin", dir({ xattrs: [["user.x", Buffer.from("y")]] }))),
       digest,
     );
   });
