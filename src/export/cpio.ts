@@ -9,6 +9,7 @@
  * newc has no xattrs, no sub-second mtimes, no user/group names, 32-bit sizes and
  * times; see README.md for what an initrd loses.
  */
+import { readFile } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
 import type { ProgressSink } from "../progress.js";
 import type { TarEntryType, TarHeader } from "../tar/types.js";
@@ -22,6 +23,8 @@ const HEADER_SIZE = 110;
 /** The kernel refuses names longer than PATH_MAX (4096 with the NUL). */
 const MAX_NAME_BYTES = 4095;
 const MAX_U32 = 0xffffffff;
+const READ_AHEAD_FILES = 16;
+const READ_AHEAD_MAX_BYTES = 1 << 20;
 
 const S_IFMT = 0o170000;
 const TYPE_BITS: Record<TarEntryType, number> = {
@@ -281,10 +284,35 @@ export async function* writeCpio(
     const full = out.push(piece);
     if (full) yield full;
   };
+  // Small files from disk are read a few records ahead, so the archive is not one open/read/close round trip at a time.
+  const ahead = new Map<number, Promise<Uint8Array>>();
+  let scheduled = 0;
+  const readAhead = (upTo: number) => {
+    for (; scheduled < records.length && scheduled <= upTo; scheduled++) {
+      const content = records[scheduled]!.content;
+      if (content?.content?.kind === "path" && content.size <= READ_AHEAD_MAX_BYTES) {
+        const pending = readFile(content.content.path);
+        pending.catch(() => {});
+        ahead.set(scheduled, pending);
+      }
+    }
+  };
   let done = 0;
-  for (const record of records) {
+  for (const [index, record] of records.entries()) {
+    readAhead(index + READ_AHEAD_FILES);
     yield* emit(encodeNewcHeader(record.header));
-    if (record.data) {
+    const early = ahead.get(index);
+    if (early && record.content) {
+      ahead.delete(index);
+      const data = await early;
+      if (data.length !== record.content.size) {
+        throw new RootstockError(
+          "SIZE_MISMATCH",
+          `entry ${JSON.stringify(record.content.path)}: content has ${data.length} bytes, declared ${record.content.size}`,
+        );
+      }
+      yield* emit(data);
+    } else if (record.data) {
       yield* emit(record.data);
     } else if (record.content) {
       for await (const chunk of sizedContent(record.content)) {
