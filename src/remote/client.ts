@@ -160,7 +160,8 @@ export class RegistryClient {
     for (const scheme of schemes) {
       const url = new URL(`${scheme}://${this.host}/`);
       try {
-        await this.pingAt(url, agent);
+        // With a fallback to come, one https try is enough: a refused port refuses both.
+        await this.pingAt(url, agent, scheme === "https" && insecure ? 0 : this.retries);
         return { url, agent };
       } catch (err) {
         lastError = err;
@@ -171,7 +172,7 @@ export class RegistryClient {
     throw lastError;
   }
 
-  private async pingAt(base: URL, agent: Agent): Promise<void> {
+  private async pingAt(base: URL, agent: Agent, retries: number): Promise<void> {
     const where = this.host;
     let attempt = 0;
     for (;;) {
@@ -183,9 +184,9 @@ export class RegistryClient {
           headers: this.baseHeaders(),
         });
       } catch (err) {
-        // A TLS handshake against a plain-http port fails at once: no point retrying it.
-        const tlsMismatch = base.protocol === "https:" && !isTransientError(err);
-        if (!tlsMismatch && isTransientError(err) && attempt < this.retries) {
+        // Only connection-level failures are retried; a TLS handshake against a
+        // plain-http port fails differently and at once, so http is tried next.
+        if (isTransientError(err) && attempt < retries) {
           await sleep(backoffDelay(attempt++, this.retryBaseDelayMs));
           continue;
         }
@@ -197,7 +198,7 @@ export class RegistryClient {
         this.challenge = pickChallenge(parseChallenges(res.headers["www-authenticate"]));
         return;
       }
-      if (isRetryableStatus(res.statusCode) && attempt < this.retries) {
+      if (isRetryableStatus(res.statusCode) && attempt < retries) {
         await sleep(
           retryAfterMs(res.headers["retry-after"]) ?? backoffDelay(attempt++, this.retryBaseDelayMs),
         );

@@ -179,6 +179,55 @@ describe("a registry that lies is caught", () => {
     );
   });
 
+  it("a stalled body or missing headers time out, and the transfer resumes", async () => {
+    let calls = 0;
+    const stalled: import("node:http").ServerResponse[] = [];
+    const server = await startMisbehavingServer((req, res) => {
+      calls++;
+      if (calls === 1) {
+        res.writeHead(200, { "content-length": blob.length });
+        res.write(blob.subarray(0, 70_000)); // then nothing: the body stalls
+        stalled.push(res);
+      } else if (calls === 2) {
+        stalled.push(res); // no headers at all
+      } else serveBlob(req, res, blob);
+    });
+    servers.push(server);
+    const client = new RegistryClient(server.host, {
+      insecure: true,
+      env: {},
+      retries: 3,
+      retryBaseDelayMs: 10,
+      timeouts: { bodyMs: 300, headersMs: 300 },
+    });
+    clients.push(client);
+    assert.deepEqual(await readAll(client.repository("lies").openBlob(digest, { size: blob.length })), blob);
+    const gets = server.seen.filter((s) => s.url === blobPath);
+    assert.equal(gets.length, 3);
+    assert.match(gets[2]!.range ?? "", /^bytes=[1-9]\d*-$/);
+    for (const res of stalled) res.destroy();
+  });
+
+  it("runs parallel transfers, at most `concurrency` at once per registry", async () => {
+    let active = 0;
+    let peak = 0;
+    const server = await startMisbehavingServer((req, res) => {
+      active++;
+      peak = Math.max(peak, active);
+      setTimeout(() => {
+        res.on("finish", () => active--);
+        serveBlob(req, res, blob);
+      }, 100);
+    });
+    servers.push(server);
+    const client = new RegistryClient(server.host, { insecure: true, env: {}, concurrency: 2 });
+    clients.push(client);
+    const repo = client.repository("lies");
+    const results = await Promise.all(Array.from({ length: 6 }, () => readAll(repo.openBlob(digest))));
+    assert.ok(results.every((r) => r.equals(blob)));
+    assert.equal(peak, 2);
+  });
+
   it("retries 429 and 503 with backoff, honouring Retry-After", async () => {
     let calls = 0;
     const { repo } = await start((req, res) => {
