@@ -8,7 +8,7 @@ import { readTarFile, reemitTar, writeChunksToFile, writeTar } from "../../src/t
 
 const [input, output] = process.argv.slice(2);
 if (!input || !output) throw new Error("usage: tar-reemit INPUT OUTPUT");
-const reader = readTarFile(input);
+const reader = readTarFile(input, { recycleBuffers: true });
 const written =
   output === "/dev/null"
     ? await drain(writeTar(reemitTar(reader)))

@@ -66,6 +66,13 @@ export interface TarTrailer {
 export interface ReadTarOptions {
   /** Size of each read when reading a file (default 1 MiB). */
   chunkSize?: number;
+  /**
+   * Read into a ring of 4 buffers instead of fresh ones (much less page-fault work).
+   * Then a payload chunk is valid only until the next chunk or entry is requested:
+   * copy what you keep, and finish writing a chunk before pulling the next one
+   * (writeTar and writeChunksToFile do). headerBytes and headers are always copies.
+   */
+  recycleBuffers?: boolean;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -199,7 +206,7 @@ export class TarReader implements AsyncIterable<TarEntry> {
           if (pad.length < padding) {
             throw truncated(unread.name, src.offset, padding - pad.length, "padding after its payload");
           }
-          pieces.push(pad);
+          pieces.push(pad.slice());
         }
         const parsed = await this.readHeaders(pieces);
         if (parsed === undefined) {
@@ -248,7 +255,7 @@ export class TarReader implements AsyncIterable<TarEntry> {
         exhausted = true;
         break;
       }
-      ahead.push(chunk);
+      ahead.push(chunk.slice()); // a copy: the input may recycle its buffers
       aheadBytes += chunk.length;
     }
     return (async function* () {
@@ -272,7 +279,8 @@ export class TarReader implements AsyncIterable<TarEntry> {
     let longLink: Uint8Array | undefined;
     for (;;) {
       const blockOffset = src.offset;
-      const block = await src.readUpTo(BLOCK_SIZE);
+      // Copies: pieces outlive the input chunk when the input recycles its buffers.
+      const block = (await src.readUpTo(BLOCK_SIZE)).slice();
       if (block.length === 0) {
         throw formatError(
           `archive at offset ${blockOffset}`,
@@ -299,7 +307,7 @@ export class TarReader implements AsyncIterable<TarEntry> {
         if (!isZeroBlock(second)) {
           throw formatError(`header at offset ${blockOffset}`, "zero block followed by a non-zero block");
         }
-        pieces.push(block.slice(), second.slice());
+        pieces.push(block, second.slice());
         return undefined;
       }
       pieces.push(block);
@@ -328,7 +336,7 @@ export class TarReader implements AsyncIterable<TarEntry> {
         const padBytes = await src.readUpTo(pad);
         if (padBytes.length < pad)
           throw truncated(where(), src.offset, pad - padBytes.length, "extension padding");
-        pieces.push(data, padBytes);
+        pieces.push(data.slice(), padBytes.slice());
         if (flag === TYPE_PAX) {
           try {
             pax = parsePaxRecords(data);
@@ -502,13 +510,21 @@ export function readTar(chunks: AsyncIterable<Uint8Array>): TarReader {
 }
 
 /**
- * Reads a file in fresh `chunkSize` buffers (never reused, so payload subarrays stay
- * valid), keeping the next read in flight while the consumer works on the current one.
+ * Reads a file in `chunkSize` buffers with the next read in flight while the consumer
+ * works on the current chunk. Buffers are fresh (chunks stay valid forever) unless
+ * `recycle`, which cycles through 4 buffers (see ReadTarOptions.recycleBuffers).
  */
-export async function* readFileChunks(path: string, chunkSize = 1 << 20): AsyncGenerator<Uint8Array> {
+export async function* readFileChunks(
+  path: string,
+  chunkSize = 1 << 20,
+  recycle = false,
+): AsyncGenerator<Uint8Array> {
   const handle = await open(path, "r");
+  const ring = recycle ? Array.from({ length: 4 }, () => Buffer.allocUnsafe(chunkSize)) : undefined;
+  let turn = 0;
+  const nextBuffer = () => (ring ? ring[turn++ % ring.length]! : Buffer.allocUnsafe(chunkSize));
   let position = 0;
-  const readAt = (at: number) => handle.read(Buffer.allocUnsafe(chunkSize), 0, chunkSize, at);
+  const readAt = (at: number) => handle.read(nextBuffer(), 0, chunkSize, at);
   let pending = readAt(0);
   try {
     for (;;) {
@@ -527,7 +543,7 @@ export async function* readFileChunks(path: string, chunkSize = 1 << 20): AsyncG
 
 /** Reads a tar file with large reads (default 1 MiB). */
 export function readTarFile(path: string, options: ReadTarOptions = {}): TarReader {
-  return new TarReader(readFileChunks(path, options.chunkSize));
+  return new TarReader(readFileChunks(path, options.chunkSize, options.recycleBuffers));
 }
 
 /** Collects a (small) payload into one buffer. */

@@ -191,13 +191,14 @@ export class TarWriter {
 /**
  * Regroups a stream of chunks into ~`target`-byte chunks: small chunks (headers,
  * small files) are copied together, large ones pass through untouched. Cuts the
- * number of writes when the consumer is a file or a socket.
+ * number of writes when the consumer is a file or a socket. The regrouped chunks
+ * share one buffer: each is valid only until the next one is requested.
  */
 export async function* coalesceChunks(
   chunks: AsyncIterable<Uint8Array>,
   target = 1 << 20,
 ): AsyncGenerator<Uint8Array> {
-  let buffer = Buffer.allocUnsafe(target);
+  const buffer = Buffer.allocUnsafe(target);
   let used = 0;
   for await (const chunk of chunks) {
     if (used + chunk.length <= target) {
@@ -205,14 +206,12 @@ export async function* coalesceChunks(
       used += chunk.length;
       if (used === target) {
         yield buffer;
-        buffer = Buffer.allocUnsafe(target);
         used = 0;
       }
       continue;
     }
     if (used > 0) {
       yield buffer.subarray(0, used);
-      buffer = Buffer.allocUnsafe(target);
       used = 0;
     }
     if (chunk.length >= target / 2) yield chunk;
@@ -237,15 +236,11 @@ export async function writeChunksToFile(
   const handle = await open(partial, "w");
   let total = 0;
   try {
-    // One write in flight while the next chunk is produced (chunks are never reused).
-    let inFlight: Promise<void> = Promise.resolve();
+    // Each write finishes before the next chunk is pulled: the source may recycle buffers.
     for await (const chunk of coalesceChunks(chunks)) {
-      await inFlight;
-      inFlight = writeAll(handle, chunk);
-      inFlight.catch(() => {}); // observed by the next await
+      await writeAll(handle, chunk);
       total += chunk.length;
     }
-    await inFlight;
     if (options.sync !== false) await handle.sync();
     await handle.close();
   } catch (err) {

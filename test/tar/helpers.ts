@@ -79,6 +79,7 @@ export async function ourHeaders(archive: string): Promise<TarHeader[]> {
 export async function reemitFile(
   archive: string,
   chunkSize?: number,
+  recycleBuffers = false,
 ): Promise<{
   sha256: string;
   length: number;
@@ -86,7 +87,7 @@ export async function reemitFile(
   trailerRest: number;
   entries: number;
 }> {
-  const reader = readTarFile(archive, chunkSize ? { chunkSize } : {});
+  const reader = readTarFile(archive, { ...(chunkSize ? { chunkSize } : {}), recycleBuffers });
   let extensionEntries = 0;
   let entries = 0;
   async function* watched() {
