@@ -1,9 +1,10 @@
 import type { Command } from "commander";
 import type { CommandContext } from "../context.js";
+import { registerImport } from "./import.js";
 import { registerInspect } from "./inspect.js";
 import { registerStore } from "./store.js";
 
 /** A command module adds its subcommand(s) to the program; `context()` reads the global options. */
 export type RegisterCommand = (program: Command, context: () => CommandContext) => void;
 
-export const commands: RegisterCommand[] = [registerInspect, registerStore];
+export const commands: RegisterCommand[] = [registerImport, registerInspect, registerStore];
