@@ -191,14 +191,19 @@ export class TarWriter {
 /**
  * Regroups a stream of chunks into ~`target`-byte chunks: small chunks (headers,
  * small files) are copied together, large ones pass through untouched. Cuts the
- * number of writes when the consumer is a file or a socket. The regrouped chunks
- * share one buffer: each is valid only until the next one is requested.
+ * number of writes when the consumer is a file or a socket. Regrouped chunks are
+ * fresh buffers unless `reuseBuffer`: then they share one buffer and each is valid
+ * only until the next one is requested (for consumers that finish each write first).
  */
 export async function* coalesceChunks(
   chunks: AsyncIterable<Uint8Array>,
   target = 1 << 20,
+  options: { reuseBuffer?: boolean } = {},
 ): AsyncGenerator<Uint8Array> {
-  const buffer = Buffer.allocUnsafe(target);
+  let buffer = Buffer.allocUnsafe(target);
+  const renew = () => {
+    if (!options.reuseBuffer) buffer = Buffer.allocUnsafe(target);
+  };
   let used = 0;
   for await (const chunk of chunks) {
     if (used + chunk.length <= target) {
@@ -206,12 +211,14 @@ export async function* coalesceChunks(
       used += chunk.length;
       if (used === target) {
         yield buffer;
+        renew();
         used = 0;
       }
       continue;
     }
     if (used > 0) {
       yield buffer.subarray(0, used);
+      renew();
       used = 0;
     }
     if (chunk.length >= target / 2) yield chunk;
@@ -237,7 +244,7 @@ export async function writeChunksToFile(
   let total = 0;
   try {
     // Each write finishes before the next chunk is pulled: the source may recycle buffers.
-    for await (const chunk of coalesceChunks(chunks)) {
+    for await (const chunk of coalesceChunks(chunks, 1 << 20, { reuseBuffer: true })) {
       await writeAll(handle, chunk);
       total += chunk.length;
     }

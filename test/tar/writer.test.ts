@@ -4,16 +4,19 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { isRootstockError } from "../../src/errors.js";
 import {
+  coalesceChunks,
   collectBytes,
   encodeHeader,
   isHeaderOnlyType,
+  readFileChunks,
   readTar,
   readTarFile,
+  reemitTar,
   type TarHeader,
   TarWriter,
   writeChunksToFile,
@@ -312,6 +315,18 @@ describe("tar writer", () => {
       const names = (await gnuList(out)).map((l) => l.name);
       const original = (await gnuList(source)).map((l) => l.name);
       assert.deepEqual(names, [...original, "added.txt"]);
+
+      // Recycled read buffers → file: every write finishes before the next chunk is pulled.
+      const copy = join(dir, "copy.tar");
+      await writeChunksToFile(
+        writeTar(reemitTar(readTarFile(source, { chunkSize: 700, recycleBuffers: true }))),
+        copy,
+      );
+      assert.ok((await readFile(copy)).equals(await readFile(source)));
+      // Default coalescing hands out fresh buffers: collected chunks stay intact.
+      const pieces: Uint8Array[] = [];
+      for await (const c of coalesceChunks(readFileChunks(source, 300), 1024)) pieces.push(c);
+      assert.ok(Buffer.concat(pieces).equals(await readFile(source)));
 
       await assert.rejects(
         collectBytes(writeTar([{ header: h("short.txt", "file", { size: 10 }), payload: te.encode("abc") }])),
