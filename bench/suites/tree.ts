@@ -7,11 +7,12 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { debianRootfsDir } from "../../test/helpers/fixtures.js";
+import { debianRootfsDir, debianRootfsTar } from "../../test/helpers/fixtures.js";
 import { formatTable, type Measurement, measure, ourOp } from "../lib.js";
 
 export async function run(): Promise<string> {
   const rootfs = await debianRootfsDir("reference");
+  const rootfsTar = await debianRootfsTar("reference");
   const work = await mkdtemp(join(tmpdir(), "rootstock-bench-tree-"));
   const withBytes = (m: Measurement & { stdout: string }): Measurement => ({
     ...m,
@@ -29,6 +30,10 @@ export async function run(): Promise<string> {
       withBytes(await measure("rootstock scan (no hash)", ourOp("tree-scan", rootfs, "--no-hash"))),
       withBytes(await measure("rootstock scan + hash + tree digest", ourOp("tree-scan", rootfs))),
     ];
+    const tarRows: Measurement[] = [
+      await measure("sha256sum of the tar", `sha256sum ${rootfsTar} >/dev/null`),
+      withBytes(await measure("rootstock tree digest of the tar", ourOp("tree-digest-tar", rootfsTar))),
+    ];
     const layerRows: Measurement[] = [
       await measure(
         "GNU tar -c --xattrs --numeric-owner",
@@ -43,6 +48,7 @@ export async function run(): Promise<string> {
     ];
     return [
       formatTable("tree: scan and hash the reference rootfs", scanRows, "tar -c to a pipe"),
+      formatTable("tree: tree digest of mmdebstrap's tar (streaming)", tarRows, "sha256sum of the tar"),
       formatTable("tree: whole rootfs as one layer tar", layerRows, "GNU tar -c --xattrs --numeric-owner"),
     ].join("\n");
   } finally {

@@ -23,6 +23,7 @@ export {
   type LayerWriteOptions,
   layerEntriesFromTar,
   type TarEntryLike,
+  treeDigestOfTar,
   writeLayer,
 } from "./tar.js";
 export { impliedDir, type NodeType, Tree, type TreeNode, type Xattr } from "./tree.js";

@@ -157,20 +157,22 @@ export async function scan(
     if (allPaths.length % 1024 < 64) progress({ type: "advance", id: "tree-scan", current: allPaths.length });
   }
 
-  if (options.xattrs !== false) {
-    const found = await readXattrs(allPaths.map(absOf));
+  for (const { path, reason } of report.skipped)
+    progress({ type: "note", message: `skipped ${path}: ${reason}` });
+  progress({ type: "done", id: "tree-scan", summary: `${allPaths.length} entries` });
+
+  // getfattr (another process) runs while the workers hash.
+  const xattrsRead = options.xattrs === false ? undefined : readXattrs(allPaths.map(absOf));
+  xattrsRead?.catch(() => {}); // awaited below; avoid an unhandled rejection if hashing fails first
+  if (options.hash !== false) await hashFiles(toHash, { concurrency: options.concurrency, progress });
+  if (xattrsRead) {
     const prefix = rootAbs === "/" ? "/" : `${rootAbs}/`;
-    for (const [abs, xattrs] of found) {
+    for (const [abs, xattrs] of await xattrsRead) {
       const rel = abs === rootAbs ? "" : abs.startsWith(prefix) ? abs.slice(prefix.length) : undefined;
       const node = rel === undefined ? undefined : tree.get(rel);
       if (node) node.xattrs = sortXattrs(xattrs);
     }
   }
-  for (const { path, reason } of report.skipped)
-    progress({ type: "note", message: `skipped ${path}: ${reason}` });
-  progress({ type: "done", id: "tree-scan", summary: `${allPaths.length} entries` });
-
-  if (options.hash !== false) await hashFiles(toHash, { concurrency: options.concurrency, progress });
   return { tree, report };
 }
 

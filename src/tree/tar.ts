@@ -6,10 +6,11 @@
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
-import { Digester } from "../oci/digest.js";
+import { type Digest, Digester } from "../oci/digest.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { typeflagForType, writeTar } from "../tar/index.js";
 import type { TarEntryType, TarHeader } from "../tar/types.js";
+import { treeDigest } from "./digest.js";
 import { LayerApplier, type LayerEntry, layerEntryName, OPAQUE_MARKER, WHITEOUT_PREFIX } from "./layer.js";
 import { baseName, joinPath, normalisePath, parentPath } from "./path.js";
 import { sortXattrs, Tree, type TreeNode } from "./tree.js";
@@ -120,6 +121,17 @@ export async function fromTar(
   }
   progress({ type: "done", id: "tree-from-tar", summary: `${count} entries` });
   return tree;
+}
+
+/**
+ * The tree digest of a tar stream (rootfs archive or single layer), streaming: file
+ * contents are hashed as they pass and only metadata is kept.
+ */
+export async function treeDigestOfTar(
+  entries: AsyncIterable<TarEntryLike>,
+  options: { progress?: ProgressSink } = {},
+): Promise<Digest> {
+  return treeDigest(await fromTar(entries, options));
 }
 
 /** Reads a file's content for the layer writer. */
