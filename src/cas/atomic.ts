@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { type FileHandle, link, mkdir, open, rename, rm, stat, unlink } from "node:fs/promises";
+import { chmod, type FileHandle, link, mkdir, open, rename, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { RootstockError } from "../errors.js";
 import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
@@ -210,6 +210,42 @@ export async function ingest(
     if (!(source instanceof Uint8Array)) await closeSource(source).catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Commits a complete, verified ingest file `tmp` whose content is `actual`: makes
+ * it read-only, fsyncs it (when `durable`), links it into place (never replacing)
+ * and removes the ingest name. For objects that did not arrive as a stream
+ * (copied or hardlinked files).
+ */
+export async function commitIngestFile(
+  tmp: string,
+  actual: { digest: Digest; size: number },
+  pathFor: (digest: Digest) => string,
+  durable: boolean,
+): Promise<CommitResult> {
+  await chmod(tmp, 0o444);
+  if (durable) {
+    const handle = await open(tmp, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+  const target = pathFor(actual.digest);
+  let existed = false;
+  await inDir(dirname(target), async () => {
+    try {
+      await link(tmp, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      existed = true;
+    }
+  });
+  if (durable) await fsyncDir(dirname(target));
+  await unlink(tmp);
+  return { ...actual, existed };
 }
 
 /**

@@ -64,12 +64,15 @@ export class HashPool {
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
       });
+      // Idle workers must not keep the process alive; busy ones must (see hash()).
+      worker.unref();
       this.workers.push(worker);
       this.idle.push(worker);
     }
   }
 
   private release(worker: Worker): void {
+    worker.unref();
     this.idle.push(worker);
     this.waiting.shift()?.();
   }
@@ -81,6 +84,7 @@ export class HashPool {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
+      worker.ref();
       worker.postMessage({ id, path });
     });
   }

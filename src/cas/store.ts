@@ -15,9 +15,9 @@
  */
 
 import { execFile } from "node:child_process";
-import { createReadStream } from "node:fs";
-import { chmod, copyFile, link, readdir, readFile, rmdir, stat, unlink } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { constants } from "node:fs";
+import { copyFile, link, readdir, readFile, rm, rmdir, unlink } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { z } from "zod";
 import { RootstockError } from "../errors.js";
@@ -26,9 +26,19 @@ import { canonicalJson } from "../oci/canonical.js";
 import { type Digest, digestHex, isDigest, parseDigest, verifyDigest } from "../oci/digest.js";
 import { checkStoreRepository, checkTag } from "../oci/reference.js";
 import { type Descriptor, parseDescriptor, parseJsonBytes, validateDocument } from "../oci/types.js";
-import { atomicWriteFile, ensureDir, exists, forgetDir, fsyncDir, inDir, uniqueName } from "./atomic.js";
+import {
+  atomicWriteFile,
+  commitIngestFile,
+  ensureDir,
+  exists,
+  forgetDir,
+  fsyncDir,
+  inDir,
+  uniqueName,
+} from "./atomic.js";
+import { HashPool } from "./hashpool.js";
 import { acquireShared, type LockOptions, withExclusiveLock } from "./lock.js";
-import { hashFile, ObjectDir, SMALL_FILE } from "./objectdir.js";
+import { ObjectDir } from "./objectdir.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -190,38 +200,37 @@ export class ContentStore {
       if (expected?.digest !== undefined && (await this.files.has(expected.digest))) {
         return { digest: expected.digest, size: await this.files.size(expected.digest), existed: true };
       }
-      if (mode === "copy") {
-        const size = (await stat(path)).size;
-        const source =
-          size <= SMALL_FILE ? await readFile(path) : createReadStream(path, { highWaterMark: 1 << 20 });
-        return this.committed(await this.files.put(source, expected));
-      }
-      // Link into ingest, verify there, then commit like any other object.
-      await ensureDir(this.ingestDir);
+      // Kernel copy (reflink where the filesystem can) or hardlink into ingest, then
+      // hash that file on a worker thread: the bytes never pass through JS.
       const tmp = join(this.ingestDir, uniqueName());
-      await link(path, tmp);
+      await inDir(this.ingestDir, () =>
+        mode === "copy"
+          ? copyFile(path, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
+          : link(path, tmp),
+      );
       try {
-        const actual = await hashFile(tmp);
+        const actual = await this.hashPool().hash(tmp);
         const what = `file object ${expected?.digest ?? path}`;
         verifyDigest(actual, { digest: expected?.digest ?? actual.digest, size: expected?.size }, what);
-        await chmod(tmp, 0o444);
-        const target = this.files.path(actual.digest);
-        let existed = false;
-        await inDir(dirname(target), async () => {
-          try {
-            await link(tmp, target);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-            existed = true;
-          }
-        });
-        if (this.batch) this.unsynced = true;
-        else await fsyncDir(dirname(target));
-        return { ...actual, existed };
+        return this.committed(await commitIngestFile(tmp, actual, (d) => this.files.path(d), !this.batch));
       } finally {
-        await unlink(tmp).catch(() => {});
+        await rm(tmp, { force: true });
       }
     });
+  }
+
+  private pool?: HashPool;
+
+  /** Worker threads for hashing files (two: the machine's budget); idle workers do not hold the process. */
+  private hashPool(): HashPool {
+    this.pool ??= new HashPool(2);
+    return this.pool;
+  }
+
+  /** Stops the hashing workers (optional: idle workers never keep the process alive). */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
   }
 
   /** Copies a file object out to `dest` (reflink where possible). */
