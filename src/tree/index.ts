@@ -22,6 +22,7 @@ export {
   fromTar,
   type LayerWriteOptions,
   layerEntriesFromTar,
+  layerTarEntries,
   type TarEntryLike,
   treeDigestOfTar,
   writeLayer,

@@ -8,7 +8,7 @@ import { open } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
 import { type Digest, Digester } from "../oci/digest.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
-import { typeflagForType, writeTar } from "../tar/index.js";
+import { type TarNewEntry, typeflagForType, writeTar } from "../tar/index.js";
 import type { TarEntryType, TarHeader } from "../tar/types.js";
 import { treeDigest } from "./digest.js";
 import { LayerApplier, type LayerEntry, layerEntryName, OPAQUE_MARKER, WHITEOUT_PREFIX } from "./layer.js";
@@ -249,29 +249,39 @@ export async function* writeLayer(
   content: ContentSource,
   options: LayerWriteOptions = {},
 ): AsyncGenerator<Uint8Array> {
+  yield* writeTar(layerTarEntries(entries, content, options));
+}
+
+/**
+ * The same layer as tar entries (header + payload), for writers that need each
+ * entry as it goes by (the zstd:chunked writer builds its TOC from them).
+ */
+export async function* layerTarEntries(
+  entries: readonly LayerEntry[],
+  content: ContentSource,
+  options: LayerWriteOptions = {},
+): AsyncGenerator<TarNewEntry & { entry: LayerEntry }> {
   const progress = options.progress ?? silentProgress;
-  const nodes = new Map<string, TreeNode>();
-  for (const entry of entries) if (entry.kind === "node") nodes.set(entry.path, entry.node);
+  // Hard links may only name a file written earlier in the same layer.
+  const written = new Map<string, TreeNode>();
   const total = entries.length;
   progress({ type: "start", id: "tree-write-layer", label: "write layer", total, unit: "items" });
   let done = 0;
-  async function* items() {
-    for (const entry of entries) {
-      if (entry.kind === "hardlink" && !nodes.has(entry.target)) {
-        throw new RootstockError(
-          "INVALID_ARGUMENT",
-          `layer entry ${JSON.stringify(entry.path)}: hard link target ${JSON.stringify(entry.target)} is not in the layer`,
-        );
-      }
-      const header = headerFor(entry, (p) => nodes.get(p), options.sourceDateEpoch);
-      const payload =
-        header.type === "file" && header.size > 0 && entry.kind === "node"
-          ? content(entry.path, entry.node)
-          : undefined;
-      yield { header, payload };
-      if (++done % 1024 === 0) progress({ type: "advance", id: "tree-write-layer", current: done, total });
+  for (const entry of entries) {
+    if (entry.kind === "hardlink" && !written.has(entry.target)) {
+      throw new RootstockError(
+        "INVALID_ARGUMENT",
+        `layer entry ${JSON.stringify(entry.path)}: hard link target ${JSON.stringify(entry.target)} is not earlier in the layer`,
+      );
     }
+    if (entry.kind === "node") written.set(entry.path, entry.node);
+    const header = headerFor(entry, (p) => written.get(p), options.sourceDateEpoch);
+    const payload =
+      header.type === "file" && header.size > 0 && entry.kind === "node"
+        ? content(entry.path, entry.node)
+        : undefined;
+    yield { header, payload, entry };
+    if (++done % 1024 === 0) progress({ type: "advance", id: "tree-write-layer", current: done, total });
   }
-  yield* writeTar(items());
   progress({ type: "done", id: "tree-write-layer", summary: `${total} entries` });
 }

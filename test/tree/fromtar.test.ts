@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { isRootstockError } from "../../src/errors.js";
 import { sha256 } from "../../src/oci/digest.js";
 import { readTarFile } from "../../src/tar/index.js";
-import { fromTar } from "../../src/tree/tar.js";
+import { fromTar, writeLayer } from "../../src/tree/tar.js";
 import { run } from "./sample.js";
 
 /** Writes several small tars in one python3 run (the machine is shared: one process). */
@@ -93,6 +93,25 @@ describe("fromTar", () => {
     await assert.rejects(
       fromTar(readTarFile(join(dir, "latin1.tar"))),
       (e) => isRootstockError(e, "INVALID_FORMAT") && e.message.includes("UTF-8"),
+    );
+  });
+
+  it("writeLayer refuses a hard link before its target (tar readers could not resolve it)", async () => {
+    const node = { ...(await fromTar(readTarFile(join(dir, "base.tar")))).get("etc/passwd")! };
+    const layer = writeLayer(
+      [
+        { kind: "hardlink", path: "a", target: "b" },
+        { kind: "node", path: "b", node },
+      ],
+      () => {
+        throw new Error("content must not be read");
+      },
+    );
+    await assert.rejects(
+      (async () => {
+        for await (const _ of layer);
+      })(),
+      (e) => isRootstockError(e, "INVALID_ARGUMENT") && e.message.includes('"a"'),
     );
   });
 });
