@@ -283,3 +283,16 @@ test("batch durability: objects commit without fsync, a ref write syncs first, t
     assert.equal((await gc(store)).kept.files, 20);
   });
 });
+
+test("gc inside this process's own lease is refused instead of deadlocking", async () => {
+  await withTempDir(async (dir) => {
+    const store = await ContentStore.open(dir);
+    await store.withLease(async () => {
+      await assert.rejects(
+        gc(store),
+        (e: unknown) => isRootstockError(e, "LOCKED") && /holds a shared lease/.test(e.message),
+      );
+    });
+    assert.equal((await gc(store)).blobs.count, 0);
+  });
+});

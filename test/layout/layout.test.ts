@@ -233,3 +233,58 @@ test("bad layouts fail with one-line errors naming what is wrong", async () => {
     assert.equal(parseManifest(await layout.read(img.manifestDesc)).layers.length, 1);
   });
 });
+
+test("a multi-platform index: readImage picks by platform, skopeo copies it with --all", {
+  timeout: 120_000,
+}, async (t) => {
+  await withTempDir(async (dir) => {
+    const layout = await OciLayout.open(join(dir, "l"), { create: true });
+    const amd = await writeTinyImage(layout, join(dir, "amd"), "amd64-only");
+    // A second image whose config says arm64.
+    const armConfig = canonicalJson({
+      architecture: "arm64",
+      variant: "v8",
+      os: "linux",
+      rootfs: { type: "layers", diff_ids: [sha256(amd.tar)] },
+    });
+    const armConfigDesc = descriptorFor(MediaType.OciConfig, armConfig);
+    await layout.put(armConfig, armConfigDesc);
+    const armManifest = canonicalJson({
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: armConfigDesc,
+      layers: [amd.layerDesc],
+    });
+    const armDesc = descriptorFor(MediaType.OciManifest, armManifest);
+    await layout.put(armManifest, armDesc);
+    const index = canonicalJson({
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: [
+        { ...amd.manifestDesc, platform: { architecture: "amd64", os: "linux" } },
+        { ...armDesc, platform: { architecture: "arm64", os: "linux", variant: "v8" } },
+      ],
+    });
+    const indexDesc = descriptorFor(MediaType.OciIndex, index);
+    await layout.put(index, indexDesc);
+    await layout.setTag("multi", indexDesc);
+
+    const arm = await readImage(layout, await layout.resolve("multi"), parsePlatform("linux/aarch64"));
+    assert.equal(arm.descriptor.digest, armDesc.digest);
+    assert.equal(arm.config.architecture, "arm64");
+    await assert.rejects(readImage(layout, indexDesc), /2 manifests; choose a platform/);
+    await assert.rejects(
+      readImage(layout, indexDesc, parsePlatform("linux/s390x")),
+      /available: linux\/amd64, linux\/arm64\/v8/,
+    );
+
+    if (!(await hasCommand("skopeo"))) return t.skip("skopeo not installed");
+    const theirs = join(dir, "theirs");
+    await run("skopeo", ["copy", "--quiet", "--all", `oci:${join(dir, "l")}:multi`, `oci:${theirs}:multi`]);
+    const copy = await OciLayout.open(theirs);
+    const copied = await copy.resolve("multi");
+    assert.equal(copied.digest, indexDesc.digest, "skopeo kept our index byte for byte");
+    const amdImage = await readImage(copy, copied, parsePlatform("linux/x86_64"));
+    assert.equal(amdImage.descriptor.digest, amd.manifestDesc.digest);
+  });
+});
