@@ -76,7 +76,8 @@ export async function locateChunkedMetadata(
   if (desc.size < FOOTER_FRAME_SIZE) return undefined;
   const tail = await read(Math.max(0, desc.size - FOOTER_FRAME_SIZE), desc.size);
   const footer = decodeFooter(tail);
-  if (!footer || footer.manifestType !== 1) return undefined;
+  if (footer === undefined) return undefined;
+  if (footer.manifestType !== 1) return undefined;
   const tocBytes = await read(footer.tocOffset, footer.tocOffset + footer.tocLength);
   const positions: ChunkedPositions = {
     generation: footer.footerSize === 64 ? "modern" : "legacy",

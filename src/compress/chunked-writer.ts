@@ -46,7 +46,7 @@ export interface ChunkedLayerResult {
 
 const PART_SIZE = 1024 * 1024;
 const MAX_META_FRAME = 8 * 1024 * 1024;
-const INFLIGHT_LIMIT = 48 * 1024 * 1024;
+const INFLIGHT_LIMIT = 24 * 1024 * 1024;
 
 /** An ordered step for the consumer: maybe frames to write, then bookkeeping. */
 interface Step {

@@ -31,8 +31,18 @@ export class RollsumChunker {
   /** Zero bytes seen at the end of the input so far, not yet classified. */
   private pendingZeros = 0;
 
-  /** `maxPiece` bounds memory for chunks without a boundary (a chunk then spans several pieces). */
-  constructor(private readonly maxPiece = 8 * 1024 * 1024) {}
+  /** Bytes of the current data chunk, handed out or not. */
+  private chunkLen = 0;
+
+  /**
+   * `maxPiece` bounds memory for chunks without a boundary (a chunk then spans
+   * several pieces). `minChunk` > 0 ignores rollsum boundaries until the chunk has
+   * that many bytes (coarser chunks compress better; 0 is exactly §5).
+   */
+  constructor(
+    private readonly maxPiece = 8 * 1024 * 1024,
+    private readonly minChunk = 0,
+  ) {}
 
   /** Feeds the next bytes of the file; returns the pieces completed by them. */
   push(data: Uint8Array, out: ChunkPiece[] = []): ChunkPiece[] {
@@ -114,7 +124,7 @@ export class RollsumChunker {
         s2 = (s2 + s1 - WINDOW_SIZE * (o + CHAR_OFFSET)) >>> 0;
         win[wpos] = c;
         wpos = (wpos + 1) & (WINDOW_SIZE - 1);
-        if ((s2 & BOUNDARY_MASK) === BOUNDARY_MASK) {
+        if ((s2 & BOUNDARY_MASK) === BOUNDARY_MASK && this.chunkLen + (i + 1 - start) >= this.minChunk) {
           this.appendData(p.subarray(start, i + 1), out);
           this.flushData(out);
           start = i + 1;
@@ -148,6 +158,7 @@ export class RollsumChunker {
       const take = bytes.length <= room ? bytes : bytes.subarray(0, room);
       this.cur.push(take);
       this.curLen += take.length;
+      this.chunkLen += take.length;
       bytes = bytes.subarray(take.length);
       if (this.curLen >= this.maxPiece) this.emitCur(false, out);
     }
@@ -163,6 +174,7 @@ export class RollsumChunker {
     this.cur = [];
     this.curLen = 0;
     this.curStarted = !last;
+    if (last) this.chunkLen = 0;
   }
 }
 
@@ -174,8 +186,8 @@ export interface ChunkSpan {
 }
 
 /** Chunk list of a whole in-memory payload (tests and small files). */
-export function chunkSpans(payload: Uint8Array, pieceSize?: number): ChunkSpan[] {
-  const chunker = new RollsumChunker();
+export function chunkSpans(payload: Uint8Array, pieceSize?: number, minChunk = 0): ChunkSpan[] {
+  const chunker = new RollsumChunker(8 * 1024 * 1024, minChunk);
   const pieces: ChunkPiece[] = [];
   const step = pieceSize ?? (payload.length || 1);
   for (let off = 0; off < payload.length; off += step)

@@ -41,6 +41,10 @@ interface FileState {
   fileHash: Hash;
   chunkHash: Hash | undefined;
   crc: Crc64;
+  /** One-chunk mode: bytes waiting to fill a frame. */
+  held: Uint8Array[];
+  heldLen: number;
+  started: boolean;
 }
 
 const files = new Map<number, FileState>();
@@ -68,10 +72,13 @@ function runJob(job: FrameJob, out: Uint8Array[]): FrameJobResult {
   let st = files.get(job.fileId);
   if (!st) {
     st = {
-      chunker: new RollsumChunker(job.chunking ? MAX_PIECE : Number.MAX_SAFE_INTEGER),
+      chunker: new RollsumChunker(MAX_PIECE),
       fileHash: createHash("sha256"),
       chunkHash: undefined,
       crc: new Crc64(),
+      held: [],
+      heldLen: 0,
+      started: false,
     };
     files.set(job.fileId, st);
   }
@@ -83,12 +90,23 @@ function runJob(job: FrameJob, out: Uint8Array[]): FrameJobResult {
     pieces = st.chunker.push(job.data);
     if (job.final) st.chunker.finish(pieces);
   } else {
-    // One chunk per file, split into frames of at most MAX_PIECE for bounded memory.
+    // One chunk per file, in frames of up to MAX_PIECE (bounded memory, little context lost).
     pieces = [];
-    if (job.data.length > 0)
-      pieces.push({ kind: "data", bytes: job.data, first: job.first, last: job.final });
-    else if (job.final && !job.first)
-      pieces.push({ kind: "data", bytes: job.data, first: false, last: true });
+    if (job.data.length > 0) {
+      st.held.push(job.data);
+      st.heldLen += job.data.length;
+    }
+    if (st.heldLen >= MAX_PIECE || job.final) {
+      pieces.push({
+        kind: "data",
+        bytes: Buffer.concat(st.held, st.heldLen),
+        first: !st.started,
+        last: job.final,
+      });
+      st.started = true;
+      st.held = [];
+      st.heldLen = 0;
+    }
   }
   for (const piece of pieces) {
     if (piece.kind === "data") {
