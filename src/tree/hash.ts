@@ -151,7 +151,8 @@ async function hashInWorkers(
     }
     return batch;
   };
-  const pool = Array.from({ length: count }, () => new Worker(WORKER_SOURCE, { eval: true }));
+  // execArgv []: the source is plain JavaScript, so workers skip loaders (tsx) the process runs under.
+  const pool = Array.from({ length: count }, () => new Worker(WORKER_SOURCE, { eval: true, execArgv: [] }));
   try {
     await Promise.all(
       pool.map(
