@@ -168,3 +168,29 @@ describe("tar round trip against real producers", () => {
     assertSameMembers(headers.map(memberOf), await pythonList(archive), "essential rootfs");
   });
 });
+
+describe("names that are not valid UTF-8", () => {
+  for (const format of ["--format=gnu", "--format=posix"]) {
+    it(`GNU tar ${format}: raw name bytes kept, re-emit exact`, async () => {
+      await withTempDir(async (dir) => {
+        const src = join(dir, "src");
+        await run("python3", [
+          "-c",
+          "import os,sys; d=os.fsencode(sys.argv[1]); os.makedirs(d); open(d+b'/caf\\xe9-'+b'x'*120,'wb').write(b'latin1'); os.symlink(b'caf\\xe9', d+b'/link')",
+          src,
+        ]);
+        const archive = join(dir, "a.tar");
+        await run("tar", [format, "-cf", archive, "-C", src, "."]);
+        const result = await reemitFile(archive, 777);
+        assert.equal(result.sha256, await sha256File(archive));
+        const headers = await ourHeaders(archive);
+        const file = headers.find((h) => h.nameRaw && h.type === "file");
+        assert.ok(file, "no entry kept its raw name");
+        assert.ok(file.name.includes("\ufffd"));
+        const link = headers.find((h) => h.type === "symlink");
+        assert.deepEqual(Buffer.from(link?.linknameRaw ?? []), Buffer.from([0x63, 0x61, 0x66, 0xe9]));
+        assertSameMembers(headers.map(memberOf), await pythonList(archive), format);
+      });
+    });
+  }
+});

@@ -137,6 +137,12 @@ function expectedTree(withTimes: boolean): Record<string, Record<string, unknown
   return out;
 }
 
+async function collectHeaders(path: string): Promise<TarHeader[]> {
+  const out: TarHeader[] = [];
+  for await (const entry of readTarFile(path)) out.push(entry.header);
+  return out;
+}
+
 async function writeSample(path: string): Promise<void> {
   await writeChunksToFile(writeTar(sampleEntries()), path);
 }
@@ -259,6 +265,27 @@ describe("tar writer", () => {
         if (exact) assert.deepEqual(got, expected, label);
         else assert.deepEqual(withoutTimes(got, true), withoutTimes(expectedTree(false), true), label);
       }
+    });
+  });
+
+  it("keeps names that are not UTF-8 as raw bytes (PAX path), as Python reads them", async () => {
+    await withTempDir(async (dir) => {
+      const raw = new Uint8Array([0x63, 0x61, 0x66, 0xe9]); // "caf\xe9" in latin-1
+      const header = h("caf\ufffd", "file", { nameRaw: raw, size: 2 });
+      const link = h("link", "symlink", { linkname: "caf\ufffd", linknameRaw: raw });
+      const archive = join(dir, "raw.tar");
+      await writeChunksToFile(writeTar([{ header, payload: te.encode("ok") }, { header: link }]), archive);
+      const read = await collectHeaders(archive);
+      assert.deepEqual(Buffer.from(read[0]!.nameRaw!), Buffer.from(raw));
+      assert.deepEqual(Buffer.from(read[1]!.linknameRaw!), Buffer.from(raw));
+      const python = await pythonList(archive);
+      assert.deepEqual(
+        python.map((m) => [m.name, m.linkname]),
+        [
+          ["636166e9", ""],
+          ["6c696e6b", "636166e9"],
+        ],
+      );
     });
   });
 
