@@ -93,3 +93,11 @@ export class HashPool {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
+
+let shared: HashPool | undefined;
+
+/** The process-wide pool (two workers: the machine's budget), created on first use. */
+export function sharedHashPool(): HashPool {
+  shared ??= new HashPool(2);
+  return shared;
+}

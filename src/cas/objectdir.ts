@@ -4,13 +4,16 @@
  * (`sha256/<hex[0:2]>/<hex[2:]>`, fanned out because a rootfs has many files).
  * Writes go through `ingest`; reads are verified streams.
  */
-import { createReadStream } from "node:fs";
-import { readdir, readFile, stat, unlink } from "node:fs/promises";
+import { constants, createReadStream } from "node:fs";
+import { copyFile, link, readdir, readFile, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { RootstockError } from "../errors.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
 import { type Digest, Digester, digestHex, isDigest, verifyDigest } from "../oci/digest.js";
-import { ingest } from "./atomic.js";
+import { commitIngestFile, inDir, ingest, uniqueName } from "./atomic.js";
+import { sharedHashPool } from "./hashpool.js";
+
+export type FileImportMode = "copy" | "link";
 
 export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
 
@@ -123,6 +126,36 @@ export class ObjectDir implements BlobSource, BlobSink {
       what,
       durable: this.durable,
     });
+  }
+
+  /**
+   * Adds an existing file as an object without streaming it through JS: a kernel
+   * copy (reflink where the filesystem can) or a hardlink into ingest, hashed there
+   * on a worker thread, verified against `expected`, then committed. `link` shares
+   * the caller's inode (made read-only): only for files nobody will modify.
+   */
+  async importFile(
+    path: string,
+    expected?: Partial<BlobRef>,
+    mode: FileImportMode = "copy",
+  ): Promise<PutResult> {
+    if (expected?.digest !== undefined && (await this.has(expected.digest))) {
+      return { digest: expected.digest, size: await this.size(expected.digest), existed: true };
+    }
+    const tmp = join(this.ingestDir, uniqueName());
+    await inDir(this.ingestDir, () =>
+      mode === "copy"
+        ? copyFile(path, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
+        : link(path, tmp),
+    );
+    try {
+      const actual = await sharedHashPool().hash(tmp);
+      const what = `${this.kind} ${expected?.digest ?? path}`;
+      verifyDigest(actual, { digest: expected?.digest ?? actual.digest, size: expected?.size }, what);
+      return await commitIngestFile(tmp, actual, (d) => this.path(d), this.durable);
+    } finally {
+      await rm(tmp, { force: true });
+    }
   }
 
   /** Removes an object (gc, fsck repair). False when it was not there. */

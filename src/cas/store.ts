@@ -15,30 +15,27 @@
  */
 
 import { execFile } from "node:child_process";
-import { constants } from "node:fs";
-import { copyFile, link, readdir, readFile, rm, rmdir, unlink } from "node:fs/promises";
+import { copyFile, readdir, readFile, rmdir, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { z } from "zod";
 import { RootstockError } from "../errors.js";
-import type { BlobRef, ImageRepository, PutResult } from "../oci/blobs.js";
+import type {
+  BlobRef,
+  FileImportingSink,
+  ImageRepository,
+  LocalBlobSource,
+  PutResult,
+} from "../oci/blobs.js";
 import { canonicalJson } from "../oci/canonical.js";
-import { type Digest, digestHex, isDigest, parseDigest, verifyDigest } from "../oci/digest.js";
+import { type Digest, digestHex, isDigest, parseDigest } from "../oci/digest.js";
 import { checkStoreRepository, checkTag } from "../oci/reference.js";
 import { type Descriptor, parseDescriptor, parseJsonBytes, validateDocument } from "../oci/types.js";
-import {
-  atomicWriteFile,
-  commitIngestFile,
-  ensureDir,
-  exists,
-  forgetDir,
-  fsyncDir,
-  inDir,
-  uniqueName,
-} from "./atomic.js";
-import { HashPool } from "./hashpool.js";
+import { atomicWriteFile, ensureDir, exists, forgetDir, fsyncDir } from "./atomic.js";
 import { acquireShared, type LockOptions, withExclusiveLock } from "./lock.js";
-import { ObjectDir } from "./objectdir.js";
+import { type FileImportMode, ObjectDir } from "./objectdir.js";
+
+export type { FileImportMode };
 
 const execFileAsync = promisify(execFile);
 
@@ -83,8 +80,6 @@ const metaSchema = z.looseObject({
   standsInForBlob: z.boolean().optional(),
   data: z.unknown(),
 });
-
-export type FileImportMode = "copy" | "link";
 
 export class ContentStore {
   readonly root: string;
@@ -196,41 +191,16 @@ export class ContentStore {
     expected?: Partial<BlobRef>,
     mode: FileImportMode = "copy",
   ): Promise<PutResult> {
-    return this.withLease(async () => {
-      if (expected?.digest !== undefined && (await this.files.has(expected.digest))) {
-        return { digest: expected.digest, size: await this.files.size(expected.digest), existed: true };
-      }
-      // Kernel copy (reflink where the filesystem can) or hardlink into ingest, then
-      // hash that file on a worker thread: the bytes never pass through JS.
-      const tmp = join(this.ingestDir, uniqueName());
-      await inDir(this.ingestDir, () =>
-        mode === "copy"
-          ? copyFile(path, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
-          : link(path, tmp),
-      );
-      try {
-        const actual = await this.hashPool().hash(tmp);
-        const what = `file object ${expected?.digest ?? path}`;
-        verifyDigest(actual, { digest: expected?.digest ?? actual.digest, size: expected?.size }, what);
-        return this.committed(await commitIngestFile(tmp, actual, (d) => this.files.path(d), !this.batch));
-      } finally {
-        await rm(tmp, { force: true });
-      }
-    });
+    return this.withLease(async () => this.committed(await this.files.importFile(path, expected, mode)));
   }
 
-  private pool?: HashPool;
-
-  /** Worker threads for hashing files (two: the machine's budget); idle workers do not hold the process. */
-  private hashPool(): HashPool {
-    this.pool ??= new HashPool(2);
-    return this.pool;
-  }
-
-  /** Stops the hashing workers (optional: idle workers never keep the process alive). */
-  async close(): Promise<void> {
-    await this.pool?.close();
-    this.pool = undefined;
+  /** Adds an existing file as a blob (see ObjectDir.importFile). */
+  async importBlob(
+    path: string,
+    expected?: Partial<BlobRef>,
+    mode: FileImportMode = "copy",
+  ): Promise<PutResult> {
+    return this.withLease(async () => this.committed(await this.blobs.importFile(path, expected, mode)));
   }
 
   /** Copies a file object out to `dest` (reflink where possible). */
@@ -411,7 +381,7 @@ function cmp(a: string, b: string): number {
 }
 
 /** One repository of the store as an ImageRepository (blobs are shared by all repositories). */
-class StoreRepository implements ImageRepository {
+class StoreRepository implements ImageRepository, LocalBlobSource, FileImportingSink {
   constructor(
     private readonly store: ContentStore,
     readonly name: string,
@@ -435,6 +405,14 @@ class StoreRepository implements ImageRepository {
 
   put(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
     return this.store.putBlob(source, expected);
+  }
+
+  localPath(digest: Digest): string {
+    return this.store.blobPath(digest);
+  }
+
+  importBlob(path: string, expected?: Partial<BlobRef>, mode?: FileImportMode): Promise<PutResult> {
+    return this.store.importBlob(path, expected, mode);
   }
 
   async resolve(tag: string): Promise<Descriptor> {

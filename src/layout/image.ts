@@ -3,7 +3,7 @@
  * whatever the backend (store, layout, registry).
  */
 import { RootstockError } from "../errors.js";
-import type { BlobSink, BlobSource } from "../oci/blobs.js";
+import type { BlobSink, BlobSource, FileImportingSink, LocalBlobSource } from "../oci/blobs.js";
 import { isIndexMediaType, isManifestMediaType } from "../oci/mediatypes.js";
 import { type Platform, selectManifest } from "../oci/platform.js";
 import {
@@ -65,14 +65,34 @@ export interface CopyReport {
 /**
  * Copies everything `descriptor` reaches from `source` to `sink`, children before
  * parents (a sink never holds a manifest whose blobs it lacks). Each blob is
- * verified twice: as it is read and as it is written.
+ * verified as it is written (and, when streamed, also as it is read).
  */
+export interface CopyOptions {
+  progress?: ProgressSink;
+  /**
+   * Between two local backends on one filesystem, hardlink blobs instead of
+   * copying them (both sides keep them read-only). Default: kernel copy (reflink
+   * where the filesystem can).
+   */
+  link?: boolean;
+}
+
+function isLocalSource(source: BlobSource): source is LocalBlobSource {
+  return typeof (source as Partial<LocalBlobSource>).localPath === "function";
+}
+
+function isFileImportingSink(sink: BlobSink): sink is FileImportingSink {
+  return typeof (sink as Partial<FileImportingSink>).importBlob === "function";
+}
+
 export async function copyGraph(
   source: BlobSource,
   sink: BlobSink,
   descriptor: Descriptor,
-  progress: ProgressSink = silentProgress,
+  opts: CopyOptions = {},
 ): Promise<CopyReport> {
+  const progress = opts.progress ?? silentProgress;
+  const local = isLocalSource(source) && isFileImportingSink(sink);
   const report: CopyReport = { copied: 0, skipped: 0, bytes: 0 };
   const done = new Set<string>();
   const visit = async (desc: Descriptor): Promise<void> => {
@@ -96,7 +116,12 @@ export async function copyGraph(
       total: desc.size,
       unit: "bytes",
     });
-    const put = await sink.put(await source.open(desc), { digest: desc.digest, size: desc.size });
+    const expected = { digest: desc.digest, size: desc.size };
+    // Local to local: the kernel moves the bytes, a worker thread verifies them.
+    const put =
+      local && isLocalSource(source) && isFileImportingSink(sink)
+        ? await sink.importBlob(source.localPath(desc.digest), expected, opts.link ? "link" : "copy")
+        : await sink.put(await source.open(desc), expected);
     progress({ type: "done", id: desc.digest });
     if (put.existed) report.skipped++;
     else {

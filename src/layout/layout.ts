@@ -14,9 +14,15 @@ import { readFile } from "node:fs/promises";
 import { join, resolve as resolvePath } from "node:path";
 import { atomicWriteFile, ensureDir, exists } from "../cas/atomic.js";
 import { type LockOptions, withExclusiveLock } from "../cas/lock.js";
-import { ObjectDir } from "../cas/objectdir.js";
+import { type FileImportMode, ObjectDir } from "../cas/objectdir.js";
 import { RootstockError } from "../errors.js";
-import type { BlobRef, ImageRepository, PutResult } from "../oci/blobs.js";
+import type {
+  BlobRef,
+  FileImportingSink,
+  ImageRepository,
+  LocalBlobSource,
+  PutResult,
+} from "../oci/blobs.js";
 import { canonicalJson } from "../oci/canonical.js";
 import type { Digest } from "../oci/digest.js";
 import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/mediatypes.js";
@@ -32,7 +38,7 @@ export interface LayoutOptions {
   lock?: LockOptions;
 }
 
-export class OciLayout implements ImageRepository {
+export class OciLayout implements ImageRepository, LocalBlobSource, FileImportingSink {
   readonly path: string;
   readonly blobs: ObjectDir;
   private readonly privateDir: string;
@@ -138,6 +144,14 @@ export class OciLayout implements ImageRepository {
 
   blobPath(digest: Digest): string {
     return this.blobs.path(digest);
+  }
+
+  localPath(digest: Digest): string {
+    return this.blobs.path(digest);
+  }
+
+  importBlob(path: string, expected?: Partial<BlobRef>, mode?: FileImportMode): Promise<PutResult> {
+    return this.blobs.importFile(path, expected, mode);
   }
 
   // ---- tags (TagStore) ---------------------------------------------------------

@@ -56,3 +56,18 @@ export interface TagStore {
 
 /** One image repository: blobs in and out, plus its tags. */
 export interface ImageRepository extends BlobSource, BlobSink, TagStore {}
+
+/** A source whose blobs are files on this machine (store, layout). */
+export interface LocalBlobSource extends BlobSource {
+  /** The file holding a blob (which may not exist). */
+  localPath(digest: Digest): string;
+}
+
+/** A sink that can take a blob from a local file without streaming it through JS. */
+export interface FileImportingSink extends BlobSink {
+  /**
+   * Kernel copy (reflink where possible) or hardlink (`link`: both sides must treat
+   * the inode as immutable), verified like `put`.
+   */
+  importBlob(path: string, expected?: Partial<BlobRef>, mode?: "copy" | "link"): Promise<PutResult>;
+}

@@ -10,6 +10,7 @@ import { ContentStore } from "../../src/cas/store.js";
 import { isRootstockError } from "../../src/errors.js";
 import { copyGraph, readImage } from "../../src/layout/image.js";
 import { OciLayout, REF_NAME_ANNOTATION, resolveLayoutReference } from "../../src/layout/layout.js";
+import type { BlobSource } from "../../src/oci/blobs.js";
 import { canonicalJson, descriptorFor } from "../../src/oci/canonical.js";
 import { sha256 } from "../../src/oci/digest.js";
 import { MediaType } from "../../src/oci/mediatypes.js";
@@ -286,5 +287,44 @@ test("a multi-platform index: readImage picks by platform, skopeo copies it with
     assert.equal(copied.digest, indexDesc.digest, "skopeo kept our index byte for byte");
     const amdImage = await readImage(copy, copied, parsePlatform("linux/x86_64"));
     assert.equal(amdImage.descriptor.digest, amd.manifestDesc.digest);
+  });
+});
+
+test("copyGraph: kernel copy, hardlink and streaming paths all verify, a corrupt source blob is refused", async () => {
+  await withTempDir(async (dir) => {
+    const src = await OciLayout.open(join(dir, "src"), { create: true });
+    const img = await writeTinyImage(src, dir, "v1");
+    // A source that only offers streams (like a registry).
+    const streamingOnly: BlobSource = {
+      has: (d) => src.has(d),
+      size: (d) => src.size(d),
+      open: (b) => src.open(b),
+      read: (b, m) => src.read(b, m),
+    };
+    const viaStream = await OciLayout.open(join(dir, "a"), { create: true });
+    assert.equal((await copyGraph(streamingOnly, viaStream, img.manifestDesc)).copied, 3);
+    const viaLink = await OciLayout.open(join(dir, "b"), { create: true });
+    await copyGraph(src, viaLink, img.manifestDesc, { link: true });
+    const { stat } = await import("node:fs/promises");
+    assert.equal(
+      (await stat(viaLink.blobPath(img.layerDesc.digest))).ino,
+      (await stat(src.blobPath(img.layerDesc.digest))).ino,
+    );
+
+    const { chmod } = await import("node:fs/promises");
+    await chmod(src.blobPath(img.layerDesc.digest), 0o644);
+    await writeFile(src.blobPath(img.layerDesc.digest), Buffer.alloc(img.layerDesc.size, 1));
+    for (const [name, source, opts] of [
+      ["copy", src, {}],
+      ["link", src, { link: true }],
+      ["stream", streamingOnly, {}],
+    ] as const) {
+      const sink = await OciLayout.open(join(dir, `bad-${name}`), { create: true });
+      await assert.rejects(copyGraph(source, sink, img.manifestDesc, opts), (e: unknown) =>
+        isRootstockError(e, "DIGEST_MISMATCH"),
+      );
+      assert.equal(await sink.has(img.layerDesc.digest), false, name);
+      assert.equal(await sink.has(img.manifestDesc.digest), false, `${name}: no manifest without its layer`);
+    }
   });
 });
