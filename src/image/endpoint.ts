@@ -11,6 +11,7 @@ import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
 import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
 import { formatReference, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/types.js";
+import type { ProgressSink } from "../progress.js";
 import { RegistryClient, type RegistryOptions } from "../remote/client.js";
 import type { Repository } from "../remote/repository.js";
 
@@ -23,8 +24,20 @@ export interface Endpoint extends BlobSource, BlobSink {
   resolveRoot(): Promise<Descriptor>;
   /** Stores a manifest or index (children already present) and points `tag` at it when given. */
   putManifest(descriptor: Descriptor, bytes: Uint8Array, tag?: string): Promise<void>;
+  /**
+   * Copies one blob from `source` the cheapest way this endpoint knows (a registry
+   * mounts from another repository on the same host, and re-opens the source on a
+   * retry); verified on the way in. Says what it did.
+   */
+  putFrom(
+    source: Endpoint,
+    blob: { digest: Digest; size: number },
+    progress?: ProgressSink,
+  ): Promise<Transfer>;
   close(): Promise<void>;
 }
+
+export type Transfer = "exists" | "mounted" | "uploaded";
 
 export interface EndpointOptions {
   /** The local store directory for `store:` references. */
@@ -46,13 +59,25 @@ export async function openEndpoint(ref: ImageReference, opts: EndpointOptions): 
       return repositoryEndpoint(formatReference(ref), layout, { tag: ref.tag });
     }
     case "docker": {
-      const client = new RegistryClient(ref.registry, opts.registry);
+      const client = registryClient(ref.registry, opts.registry);
       return new RegistryEndpoint(formatReference(ref), client, client.repository(ref.repository), {
         tag: ref.tag,
         digest: ref.digest,
       });
     }
   }
+}
+
+/** A client for `host`; like Docker, a loopback registry may speak plain http unless told otherwise. */
+export function registryClient(host: string, options: RegistryOptions = {}): RegistryClient {
+  const insecure = options.insecure ?? (isLoopbackHost(host) ? true : undefined);
+  return new RegistryClient(host, { ...options, insecure });
+}
+
+/** 127.0.0.0/8, ::1 and localhost, with or without a port. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d+$/, "");
+  return name === "localhost" || name === "::1" || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 type TaggedRepository = BlobSource &
@@ -88,6 +113,11 @@ function repositoryEndpoint(
       await repo.put(bytes, { digest: descriptor.digest, size: descriptor.size });
       if (tag) await repo.setTag(tag, descriptor);
     },
+    async putFrom(source, blob) {
+      if (await repo.has(blob.digest)) return "exists";
+      const put = await repo.put(await source.open(blob), blob);
+      return put.existed ? "exists" : "uploaded";
+    },
     async close() {},
   };
 }
@@ -97,7 +127,7 @@ class RegistryEndpoint implements Endpoint {
   constructor(
     readonly name: string,
     private readonly client: RegistryClient,
-    private readonly repo: Repository,
+    readonly repo: Repository,
     readonly target: { tag?: string; digest?: Digest },
   ) {}
 
@@ -171,6 +201,25 @@ class RegistryEndpoint implements Endpoint {
     const content = bytes ?? (() => source as AsyncIterable<Uint8Array>);
     const result = await this.repo.pushBlob(content, { digest, size });
     return { digest, size, existed: result === "exists" };
+  }
+
+  async putFrom(
+    source: Endpoint,
+    blob: { digest: Digest; size: number },
+    progress?: ProgressSink,
+  ): Promise<Transfer> {
+    const mountFrom =
+      source instanceof RegistryEndpoint && source.host === this.host ? [source.repo.name] : [];
+    return this.repo.pushBlob(
+      async function* () {
+        yield* await source.open(blob);
+      },
+      { ...blob, mountFrom, ...(progress ? { progress } : {}) },
+    );
+  }
+
+  get host(): string {
+    return this.client.host;
   }
 
   async resolveRoot(): Promise<Descriptor> {

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import type { CommandContext } from "../context.js";
+import { registerCopy } from "./copy.js";
 import { registerImport } from "./import.js";
 import { registerInspect } from "./inspect.js";
 import { registerStore } from "./store.js";
@@ -7,4 +8,4 @@ import { registerStore } from "./store.js";
 /** A command module adds its subcommand(s) to the program; `context()` reads the global options. */
 export type RegisterCommand = (program: Command, context: () => CommandContext) => void;
 
-export const commands: RegisterCommand[] = [registerImport, registerInspect, registerStore];
+export const commands: RegisterCommand[] = [registerCopy, registerImport, registerInspect, registerStore];
