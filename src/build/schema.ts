@@ -184,7 +184,11 @@ export function parseImagesFile(text: string, filename: string): ParsedImagesFil
     const located: ParsedImagesFile = { filename, spec: {} as ImagesFile, where };
     if (issue.code === "unrecognized_keys") {
       const field = issue.keys[0]!;
-      throw specError(located, [...path, field], `unknown field "${field}"`, true);
+      const what =
+        path.at(-1) === "arch"
+          ? `unknown architecture "${field}" (${ARCH_NAMES.join(", ")})`
+          : `unknown field "${field}"`;
+      throw specError(located, [...path, field], what, true);
     }
     if (issue.code === "invalid_key") {
       throw specError(located, path, `invalid key: ${simplifyMessage(issue.message)}`, true);

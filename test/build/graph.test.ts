@@ -46,7 +46,10 @@ describe("images.yaml validation", () => {
   it("rejects unknown top-level fields and unknown architectures", () => {
     assert.match(errorOf(`${BASE}registry: x\n`), /^images\.yaml:5:1: registry: unknown field "registry"$/);
     const text = `${BASE}    arch: {x86_64: null, arm65: {}}\n`;
-    assert.match(errorOf(text), /^images\.yaml:5:26: images\.base\.arch\.arm65: /);
+    assert.match(
+      errorOf(text),
+      /^images\.yaml:5:26: images\.base\.arch\.arm65: unknown architecture "arm65" \(x86_64, /,
+    );
   });
 
   it("reports YAML syntax errors and duplicate keys with a position", () => {
