@@ -73,6 +73,14 @@ export async function run(): Promise<string> {
       withBytes(await measure("rootstock layout copy", ourOp("layout-copy", src, "v1", join(work, "dst1")))),
     );
     copy.push(
+      withBytes(
+        await measure(
+          "rootstock layout copy --link",
+          ourOp("layout-copy", src, "v1", join(work, "dst3"), "link"),
+        ),
+      ),
+    );
+    copy.push(
       await measure(
         "skopeo copy oci: → oci:",
         `skopeo copy --quiet oci:${src}:v1 oci:${join(work, "dst2")}:v1`,
