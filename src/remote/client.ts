@@ -4,6 +4,7 @@
  * credentials, cached tokens per scope) and the retry policy; `Repository` handles
  * speak the distribution API for one repository on top of its `send()`.
  */
+import { Readable } from "node:stream";
 import { Agent, type Dispatcher, request } from "undici";
 import { RootstockError } from "../errors.js";
 import { type AuthProvider, type Challenge, type Credential, fileAuth, parseChallenges } from "./auth.js";
@@ -57,8 +58,11 @@ export interface SendRequest {
   /** A path on the registry (`/v2/...`) or an absolute URL (upload locations). */
   url: string;
   headers?: Record<string, string>;
-  /** Re-sendable body: kept in memory so a retry can send it again. */
-  body?: Uint8Array | string;
+  /**
+   * Bytes (re-sendable, so retries and auth challenges can send them again) or a
+   * one-shot stream (then nothing is retried: `retry` must be false).
+   */
+  body?: Uint8Array | string | AsyncIterable<Uint8Array>;
   /** Token scopes this request needs, e.g. `repository:foo:pull`. */
   scopes: string[];
   /** Statuses the caller handles; anything else becomes a RegistryError. */
@@ -326,6 +330,14 @@ export class RegistryClient {
   async send(req: SendRequest): Promise<Response> {
     const { url: base, agent } = await this.connection();
     const retry = req.retry ?? true;
+    if (
+      retry &&
+      req.body !== undefined &&
+      typeof req.body !== "string" &&
+      !(req.body instanceof Uint8Array)
+    ) {
+      throw new RootstockError("INTERNAL", `${req.where}: a streamed body cannot be retried`);
+    }
     let url = new URL(req.url, base);
     let attempt = 0;
     let authRetried = false;
@@ -342,10 +354,15 @@ export class RegistryClient {
         res = await request(url, {
           method: req.method,
           headers,
-          body: req.body,
+          body:
+            req.body === undefined || typeof req.body === "string" || req.body instanceof Uint8Array
+              ? req.body
+              : Readable.from(req.body, { objectMode: false }),
           dispatcher: agent,
         });
       } catch (err) {
+        // Our own errors (a streamed body that failed its size check) pass through as they are.
+        if (err instanceof RootstockError) throw err;
         if (retry && isTransientError(err) && attempt < this.retries) {
           await sleep(backoffDelay(attempt++, this.retryBaseDelayMs));
           continue;
@@ -353,7 +370,9 @@ export class RegistryClient {
         throw networkError(`${req.where}: ${req.method}`, err);
       }
       const status = res.statusCode;
-      if (status === 401 && sameOrigin && !authRetried && !req.expect.includes(401)) {
+      const resendable =
+        req.body === undefined || typeof req.body === "string" || req.body instanceof Uint8Array;
+      if (status === 401 && sameOrigin && !authRetried && resendable && !req.expect.includes(401)) {
         const challenge = pickChallenge(parseChallenges(res.headers["www-authenticate"]));
         await res.body.dump();
         if (challenge) {

@@ -147,3 +147,29 @@ describe("remote with bearer tokens", () => {
     }
   });
 });
+
+describe("bearer tokens that expire", () => {
+  it("are fetched again once their expires_in has passed", async () => {
+    // expires_in 11 s: the client refreshes 10 s early, so after 1 s.
+    const tokens = await startTokenServer({ users: { bob: "builder" }, lifetime: 11 });
+    const reg = await startRegistry({ token: tokens });
+    const client = new RegistryClient(reg.host, { insecure: true, auth: staticAuth("bob", "builder") });
+    try {
+      const repo = client.repository("ci/expiring");
+      const bytes = randomBytes(1000);
+      await repo.pushBlob(bytes, { digest: sha256(bytes), size: bytes.length });
+      await repo.headBlob(sha256(bytes));
+      await repo.headBlob(sha256(bytes));
+      const pulls = () =>
+        tokens.issued.filter((t) => t.scopes.join() === "repository:ci/expiring:pull").length;
+      assert.equal(pulls(), 1);
+      await new Promise((r) => setTimeout(r, 1200));
+      assert.deepEqual(await readAll(repo.openBlob(sha256(bytes))), bytes);
+      assert.equal(pulls(), 2);
+    } finally {
+      await client.close();
+      await reg.stop();
+      await tokens.stop();
+    }
+  });
+});

@@ -54,39 +54,68 @@ describe("network loss mid-transfer (registry killed, then restarted on the same
     assert.ok(resumedFrom < blob.length);
   });
 
+  /**
+   * Content that kills the registry once `killAt` bytes have been read from it (and
+   * so, for a chunked push, between two PATCHes), restarting it half a second later.
+   */
+  function killingSource(data: Buffer, killAt: number) {
+    const state: { restarted?: Promise<void> } = {};
+    const open = async function* (): AsyncGenerator<Uint8Array> {
+      for (let at = 0; at < data.length; at += MB) {
+        if (at === killAt && !state.restarted) {
+          await reg.kill();
+          state.restarted = new Promise<void>((r) => setTimeout(r, 500)).then(() => reg.restart());
+        }
+        yield data.subarray(at, at + MB);
+      }
+    };
+    return { open, state };
+  }
+
   it("a chunked push continues in the same upload session after the registry comes back", async () => {
     const repo = client.repository("resume/push");
     const data = randomBytes(40 * MB);
     const dataDigest = sha256(data);
-    let restarted: Promise<void> | undefined;
+    const source = killingSource(data, 16 * MB);
     const logBefore = (await reg.accessLog()).length;
-    const result = await repo.pushBlob(data, {
+    const result = await repo.pushBlob(source.open, {
       digest: dataDigest,
       size: data.length,
       chunkSize: 8 * MB,
-      progress: (event) => {
-        if (event.type === "advance" && event.current === 16 * MB && !restarted) {
-          restarted = reg
-            .kill()
-            .then(() => new Promise<void>((r) => setTimeout(r, 500)).then(() => reg.restart()));
-        }
-      },
     });
-    await restarted;
+    assert.ok(source.state.restarted, "the registry was killed during the push");
+    await source.state.restarted;
     assert.equal(result, "uploaded");
-    assert.ok(restarted, "the registry was killed during the push");
     const log = (await reg.accessLog()).slice(logBefore);
-    assert.equal(
-      log.filter((e) => e.method === "POST" && e.path.includes("/blobs/uploads/")).length,
-      1,
-      "one session",
-    );
-    assert.equal(log.filter((e) => e.method === "PATCH" && e.status === 202).length, 5);
-    // The session was asked how much it holds (the resync after the outage).
-    assert.equal(
-      log.filter((e) => e.method === "GET" && e.path.includes("/blobs/uploads/") && e.status === 204).length,
-      1,
-    );
+    const count = (method: string, status: number) =>
+      log.filter((e) => e.method === method && e.path.includes("/blobs/uploads/") && e.status === status)
+        .length;
+    assert.equal(count("POST", 202), 1, "one session");
+    assert.equal(count("PATCH", 202), 5, "each chunk sent once");
+    assert.equal(count("GET", 204), 1, "the session was asked how much it holds");
+    const back = new Digester();
+    for await (const chunk of repo.openBlob(dataDigest)) back.update(chunk);
+    assert.equal(back.digest(), dataDigest);
+  });
+
+  it("a streamed push cut mid-PATCH starts a new session (distribution drops the cut one) and verifies", async () => {
+    const repo = client.repository("resume/streamed");
+    const data = randomBytes(48 * MB);
+    const dataDigest = sha256(data);
+    const source = killingSource(data, 16 * MB);
+    const logBefore = (await reg.accessLog()).length;
+    const result = await repo.pushBlob(source.open, { digest: dataDigest, size: data.length });
+    assert.ok(source.state.restarted, "the registry was killed during the push");
+    await source.state.restarted;
+    assert.equal(result, "uploaded");
+    const log = (await reg.accessLog()).slice(logBefore);
+    const count = (method: string, status: number) =>
+      log.filter((e) => e.method === method && e.path.includes("/blobs/uploads/") && e.status === status)
+        .length;
+    assert.equal(count("GET", 404), 1, "the cut session was asked for its offset and is gone");
+    assert.equal(count("POST", 202), 2, "a second session after the outage");
+    assert.equal(count("PATCH", 202), 1);
+    assert.equal(count("PUT", 201), 1);
     const back = new Digester();
     for await (const chunk of repo.openBlob(dataDigest)) back.update(chunk);
     assert.equal(back.digest(), dataDigest);
