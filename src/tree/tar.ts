@@ -6,7 +6,7 @@
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
-import { type Digest, Digester } from "../oci/digest.js";
+import { type Digest, Digester, EMPTY_SHA256 } from "../oci/digest.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { type TarNewEntry, typeflagForType, writeTar } from "../tar/index.js";
 import type { TarEntryType, TarHeader } from "../tar/types.js";
@@ -140,7 +140,9 @@ export type ContentSource = (path: string, node: TreeNode) => AsyncIterable<Uint
 /**
  * Content from a directory on disk (what scan() read): opened without following
  * symlinks and checked against the node's digest at its end, so a file changed since
- * the scan fails the layer instead of slipping into it.
+ * the scan fails the layer instead of slipping into it. A node scanned without
+ * hashing gets its digest here: a whole-tree layer (`rootstock import`) then reads
+ * each file once, `scan({hash: false})` → `writeLayer` → `treeDigest`.
  */
 export function directoryContent(root: string): ContentSource {
   const rootAbs = root.replace(/\/+$/, "") || "/";
@@ -175,7 +177,12 @@ export function directoryContent(root: string): ContentSource {
         await handle.close();
       }
     }
-    if (node.digest && digester.digest() !== node.digest) {
+    if (digester.size !== node.size) {
+      throw new RootstockError("SIZE_MISMATCH", `${abs}: content changed since it was scanned`);
+    }
+    const digest = digester.digest();
+    if (node.digest === undefined) node.digest = digest;
+    else if (digest !== node.digest) {
       throw new RootstockError("DIGEST_MISMATCH", `${abs}: content changed since it was scanned`);
     }
   };
@@ -275,6 +282,9 @@ export async function* layerTarEntries(
       );
     }
     if (entry.kind === "node") written.set(entry.path, entry.node);
+    // An empty file is never read: its digest is known.
+    if (entry.kind === "node" && entry.node.type === "file" && entry.node.size === 0)
+      entry.node.digest ??= EMPTY_SHA256;
     const header = headerFor(entry, (p) => written.get(p), options.sourceDateEpoch);
     const payload =
       header.type === "file" && header.size > 0 && entry.kind === "node"

@@ -212,6 +212,11 @@ describe("reproducible layers", () => {
       assert.equal(await fullLayerDigest(base, second, 1_700_000_000), d1);
       assert.equal(await fullLayerDigest(copy, copied, 1_700_000_000), d1);
       assert.deepEqual(diff(first, copied), [], "rebuilding the same tree stores nothing new");
+      // Hashing while writing (each file read once) gives the same layer and fills the digests.
+      const unhashed = (await scan(base, { hash: false })).tree;
+      assert.equal(unhashed.get("bin/ping")!.digest, undefined);
+      assert.equal(await fullLayerDigest(base, unhashed, 1_700_000_000), d1);
+      assert.equal(treeDigest(unhashed), treeDigest(first));
       assert.notEqual(
         await fullLayerDigest(base, first, 1_500_000_000),
         d1,
