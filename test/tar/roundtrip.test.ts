@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { readTarFile } from "../../src/tar/index.js";
 import { debianRootfsTar } from "../helpers/fixtures.js";
 import { withTempDir } from "../helpers/tmp.js";
 import {
@@ -190,6 +191,34 @@ describe("names that are not valid UTF-8", () => {
         const link = headers.find((h) => h.type === "symlink");
         assert.deepEqual(Buffer.from(link?.linknameRaw ?? []), Buffer.from([0x63, 0x61, 0x66, 0xe9]));
         assertSameMembers(headers.map(memberOf), await pythonList(archive), format);
+      });
+    });
+  }
+});
+
+describe("sizes of 8 GiB and more written by GNU tar (header only)", () => {
+  for (const format of ["--format=gnu", "--format=posix"]) {
+    it(`${format}: size read from a base-256 field or a PAX record`, async () => {
+      await withTempDir(async (dir) => {
+        const big = join(dir, "big.img");
+        await run("truncate", ["-s", String(9 * 1024 ** 3 + 3), big]);
+        const head = join(dir, "head.tar");
+        // Only the headers are kept: tar stops on SIGPIPE long before reading 9 GiB.
+        await run("sh", [
+          "-c",
+          `tar ${format} -cf - -C ${dir} big.img 2>/dev/null | head -c 4096 > ${head}; true`,
+        ]);
+        const py = await run("python3", [
+          "-c",
+          "import sys,tarfile; m=tarfile.open(sys.argv[1],'r|').next(); print(m.size)",
+          head,
+        ]);
+        const reader = readTarFile(head);
+        const first = await reader[Symbol.asyncIterator]().next();
+        await reader.close();
+        assert.equal(first.done, false);
+        assert.equal(first.value?.header.size, Number(py.trim()));
+        assert.equal(first.value?.header.size, 9 * 1024 ** 3 + 3);
       });
     });
   }
