@@ -54,4 +54,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// `rootstock ... | head` closes stdout early: that is the reader's choice, not an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(EXIT.ok);
+  throw err;
+});
+
 process.exitCode = await main(process.argv);

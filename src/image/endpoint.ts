@@ -4,6 +4,7 @@
  * reference (`store:`, `oci:`, `docker://`) into the same small interface, so copy,
  * inspect and export never ask which one they hold.
  */
+import { open } from "node:fs/promises";
 import { ContentStore } from "../cas/store.js";
 import { RootstockError } from "../errors.js";
 import { OciLayout } from "../layout/layout.js";
@@ -34,6 +35,11 @@ export interface Endpoint extends BlobSource, BlobSink {
     blob: { digest: Digest; size: number },
     progress?: ProgressSink,
   ): Promise<Transfer>;
+  /**
+   * Bytes [start, end) of a blob, unverified (the caller checks what it reads against
+   * digests it trusts, as zstd:chunked readers do).
+   */
+  readRange(digest: Digest, start: number, end: number): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -52,11 +58,16 @@ export async function openEndpoint(ref: ImageReference, opts: EndpointOptions): 
   switch (ref.transport) {
     case "store": {
       const store = await ContentStore.open(opts.storeDir);
-      return repositoryEndpoint(formatReference(ref), store.repository(ref.repository), { tag: ref.tag });
+      return repositoryEndpoint(
+        formatReference(ref),
+        store.repository(ref.repository),
+        { tag: ref.tag },
+        (d) => store.blobPath(d),
+      );
     }
     case "oci": {
       const layout = await OciLayout.open(ref.path, { create: opts.create === true });
-      return repositoryEndpoint(formatReference(ref), layout, { tag: ref.tag });
+      return repositoryEndpoint(formatReference(ref), layout, { tag: ref.tag }, (d) => layout.blobPath(d));
     }
     case "docker": {
       const client = registryClient(ref.registry, opts.registry);
@@ -91,6 +102,7 @@ function repositoryEndpoint(
   name: string,
   repo: TaggedRepository,
   target: { tag?: string; digest?: Digest },
+  blobPath: (digest: Digest) => string,
 ): Endpoint {
   return {
     name,
@@ -117,6 +129,23 @@ function repositoryEndpoint(
       if (await repo.has(blob.digest)) return "exists";
       const put = await repo.put(await source.open(blob), blob);
       return put.existed ? "exists" : "uploaded";
+    },
+    async readRange(digest, start, end) {
+      const handle = await open(blobPath(digest)).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === "ENOENT"
+          ? new RootstockError("NOT_FOUND", `${name}: blob ${digest} not found`)
+          : err;
+      });
+      try {
+        const buf = Buffer.alloc(Math.max(0, end - start));
+        const { bytesRead } = await handle.read(buf, 0, buf.length, start);
+        if (bytesRead !== buf.length) {
+          throw new RootstockError("SIZE_MISMATCH", `${name}: blob ${digest} ends before byte ${end}`);
+        }
+        return buf;
+      } finally {
+        await handle.close();
+      }
     },
     async close() {},
   };
@@ -216,6 +245,14 @@ class RegistryEndpoint implements Endpoint {
       },
       { ...blob, mountFrom, ...(progress ? { progress } : {}) },
     );
+  }
+
+  async readRange(digest: Digest, start: number, end: number): Promise<Uint8Array> {
+    const buf = Buffer.alloc(end - start);
+    for await (const part of this.repo.getBlobRanges(digest, [{ offset: start, length: end - start }])) {
+      buf.set(part.bytes, part.range.offset - start);
+    }
+    return buf;
   }
 
   get host(): string {

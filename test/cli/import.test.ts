@@ -77,6 +77,15 @@ describe("rootstock import of a real Debian root filesystem", () => {
       assert.equal(image.layers[0].format, "zstd:chunked");
       assert.equal(image.layers[0].diffId, summary.layer.diffId);
 
+      // The layer's TOC mirrors the archive, entry for entry, in order.
+      const toc = await rootstock(["--store", store, "--json", "inspect", "store:debian:essential", "--toc"]);
+      assert.equal(toc.code, 0, toc.stderr);
+      const names = JSON.parse(toc.stdout)
+        .entries.filter((e: { type: string }) => e.type !== "chunk")
+        .map((e: { name: string }) => e.name);
+      const { stdout: tarNames } = await run("tar", ["-tf", tar], { maxBuffer: 64 << 20 });
+      assert.deepEqual(names, tarNames.split("\n").filter(Boolean));
+
       const ls = await rootstock(["--store", store, "store", "ls"]);
       assert.match(ls.stdout, /store:debian:essential/);
       const fsck = await rootstock(["--store", store, "-q", "store", "fsck"]);

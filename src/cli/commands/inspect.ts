@@ -1,8 +1,12 @@
 /** `rootstock inspect REF`: what an image is: manifest, config, layers. */
+import { readChunkedMetadata } from "../../compress/chunked-reader.js";
+import type { Toc } from "../../compress/toc.js";
+import { RootstockError } from "../../errors.js";
 import { type Endpoint, openEndpoint } from "../../image/endpoint.js";
 import { readImage } from "../../layout/image.js";
 import { layerCompression } from "../../oci/mediatypes.js";
 import { parseReference } from "../../oci/reference.js";
+import type { Descriptor } from "../../oci/types.js";
 import { formatBytes } from "../progress.js";
 import { table } from "../table.js";
 import type { RegisterCommand } from "./index.js";
@@ -17,13 +21,31 @@ function layerFormat(mediaType: string, annotations: Record<string, string> | un
   return compression === "none" ? "tar" : compression;
 }
 
+/** The verified TOC of a zstd:chunked layer (older generations: located by the footer, listing only). */
+async function readLayerToc(endpoint: Endpoint, layer: Descriptor): Promise<Toc> {
+  const meta = await readChunkedMetadata(
+    (start, end) => endpoint.readRange(layer.digest, start, end),
+    layer,
+    {
+      allowFooter: true,
+    },
+  );
+  if (!meta)
+    throw new RootstockError("NOT_FOUND", `layer ${layer.digest} has no zstd:chunked table of contents`);
+  return meta.toc;
+}
+
 export const registerInspect: RegisterCommand = (program, context) => {
   program
     .command("inspect")
     .description("show an image's manifest, config and layers")
     .argument("<ref>", "store:REPO[:TAG] | oci:PATH[:TAG] | docker://HOST/REPO[:TAG|@DIGEST]")
     .option("--raw", "print the manifest as stored")
-    .action(async (refText: string, opts: { raw?: boolean }) => {
+    .option(
+      "--toc [layer]",
+      "list a zstd:chunked layer's table of contents (layer index or digest; default the last)",
+    )
+    .action(async (refText: string, opts: { raw?: boolean; toc?: string | boolean }) => {
       const ctx = context();
       const endpoint: Endpoint = await openEndpoint(parseReference(refText), ctx.endpoint);
       try {
@@ -35,6 +57,31 @@ export const registerInspect: RegisterCommand = (program, context) => {
         }
         const image = await readImage(endpoint, root, ctx.platform);
         const { manifest, config } = image;
+        if (opts.toc !== undefined) {
+          const which = typeof opts.toc === "string" ? opts.toc : String(manifest.layers.length - 1);
+          const layer = /^\d+$/.test(which)
+            ? manifest.layers[Number(which)]
+            : manifest.layers.find((l) => l.digest === which || l.digest.startsWith(`sha256:${which}`));
+          if (!layer) throw new RootstockError("NOT_FOUND", `${refText}: no layer ${which}`);
+          const toc = await readLayerToc(endpoint, layer);
+          const rows = toc.entries.filter((e) => e.type !== "chunk");
+          ctx.print(
+            table(
+              ["TYPE", "MODE", "UID:GID", "SIZE", "CHUNKS", "DIGEST", "NAME"],
+              rows.map((e) => [
+                e.type,
+                (e.mode ?? 0).toString(8).padStart(4, "0"),
+                `${e.uid ?? 0}:${e.gid ?? 0}`,
+                String(e.size ?? 0),
+                String(1 + toc.entries.filter((c) => c.type === "chunk" && c.name === e.name).length),
+                e.digest ? e.digest.slice(7, 19) : "",
+                e.linkName ? `${e.name} -> ${e.linkName}` : e.name,
+              ]),
+            ),
+            toc,
+          );
+          return;
+        }
         const layers = manifest.layers.map((l, i) => ({
           digest: l.digest,
           diffId: config.rootfs.diff_ids[i],
