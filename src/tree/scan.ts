@@ -154,7 +154,11 @@ export async function scan(
         }
       }
     }
-    if (allPaths.length % 1024 < 64) progress({ type: "advance", id: "tree-scan", current: allPaths.length });
+    if (report.directories % 256 === 0) {
+      progress({ type: "advance", id: "tree-scan", current: allPaths.length });
+      // The walk is synchronous (fastest for lstat); let timers and I/O run now and then.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   for (const { path, reason } of report.skipped)
