@@ -1,5 +1,5 @@
 /**
- * bench op: encode a tar file as a layer blob. argv: INPUT OUTPUT COMPRESSION [fast]
+ * bench op: encode a tar file as a layer blob. argv: INPUT OUTPUT COMPRESSION [fast|rollsum]
  * (COMPRESSION: gzip | zstd | zstd:chunked). Writes OUTPUT and OUTPUT.json (the
  * descriptor fields and diff_id); prints the blob size.
  */
@@ -13,6 +13,7 @@ if (!input || !output || !compression)
 const layer = await encodeLayerToFile(readFileChunks(input), output, {
   compression: compression as Compression,
   fast: mode === "fast",
+  chunking: mode === "rollsum",
 });
 const { toc: _toc, ...descriptor } = layer;
 await writeFile(`${output}.json`, JSON.stringify(descriptor));
