@@ -135,3 +135,38 @@ describe("tar reader rejects bad input", () => {
     });
   });
 });
+
+describe("damaged archives never escape as anything but a tar error", () => {
+  it("random byte flips and truncations of a PAX and a GNU archive", async () => {
+    await withTempDir(async (dir) => {
+      const src = join(dir, "src");
+      await run("python3", [PYTAR, "mktree", src, "full"]);
+      let seed = 12345;
+      const random = (n: number) => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed % n;
+      };
+      for (const format of ["--format=posix", "--format=gnu"]) {
+        const archive = join(dir, "a.tar");
+        await run("tar", [format, "--xattrs", "--xattrs-include=*", "-cf", archive, "-C", src, "."]);
+        const original = await readFile(archive);
+        let failures = 0;
+        for (let i = 0; i < 300; i++) {
+          const damaged = Buffer.from(original);
+          // Headers and PAX data live in the first blocks of each entry: aim there often.
+          const at = random(2) === 0 ? random(Math.min(damaged.length, 8192)) : random(damaged.length);
+          damaged[at] = random(256);
+          const input = random(4) === 0 ? damaged.subarray(0, random(damaged.length)) : damaged;
+          try {
+            await readAll(input);
+          } catch (err) {
+            assert.ok(isRootstockError(err, "TAR_FORMAT", "TAR_UNSUPPORTED"), `byte ${at}: ${String(err)}`);
+            assert.ok(!(err as Error).message.includes("\n"));
+            failures++;
+          }
+        }
+        assert.ok(failures > 30, `only ${failures} of 300 damaged archives failed`);
+      }
+    });
+  });
+});
