@@ -74,7 +74,7 @@ describe("network loss mid-transfer (registry killed, then restarted on the same
 
   it("a chunked push continues in the same upload session after the registry comes back", async () => {
     const repo = client.repository("resume/push");
-    const data = randomBytes(40 * MB);
+    const data = randomBytes(24 * MB);
     const dataDigest = sha256(data);
     const source = killingSource(data, 16 * MB);
     const logBefore = (await reg.accessLog()).length;
@@ -91,7 +91,7 @@ describe("network loss mid-transfer (registry killed, then restarted on the same
       log.filter((e) => e.method === method && e.path.includes("/blobs/uploads/") && e.status === status)
         .length;
     assert.equal(count("POST", 202), 1, "one session");
-    assert.equal(count("PATCH", 202), 5, "each chunk sent once");
+    assert.equal(count("PATCH", 202), 3, "each chunk sent once");
     assert.equal(count("GET", 204), 1, "the session was asked how much it holds");
     const back = new Digester();
     for await (const chunk of repo.openBlob(dataDigest)) back.update(chunk);
@@ -100,7 +100,7 @@ describe("network loss mid-transfer (registry killed, then restarted on the same
 
   it("a streamed push cut mid-PATCH starts a new session (distribution drops the cut one) and verifies", async () => {
     const repo = client.repository("resume/streamed");
-    const data = randomBytes(48 * MB);
+    const data = randomBytes(32 * MB);
     const dataDigest = sha256(data);
     const source = killingSource(data, 16 * MB);
     const logBefore = (await reg.accessLog()).length;
