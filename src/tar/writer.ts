@@ -9,7 +9,7 @@
  */
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
-import { BLOCK_SIZE, blockPadding, END_OF_ARCHIVE, encodeHeader } from "./header.js";
+import { BLOCK_SIZE, blockPadding, END_OF_ARCHIVE, encodeHeader, isHeaderOnlyType } from "./header.js";
 import type { TarHeader } from "./types.js";
 
 export type TarPayload = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
@@ -67,7 +67,7 @@ class WriterState {
       if (this.owedPadding > 0) yield ZEROS.subarray(0, this.owedPadding);
       yield encodeHeader(item.header);
     }
-    this.owedPadding = blockPadding(item.header.size);
+    this.owedPadding = blockPadding(payloadSize(item.header));
   }
 
   *emitTrailerHead(trailer: TarRawTrailer | undefined): Generator<Uint8Array> {
@@ -89,6 +89,11 @@ class WriterState {
   }
 }
 
+/** Bytes of payload that follow the header: none for header-only types, whatever `size` says. */
+function payloadSize(header: TarHeader): number {
+  return isHeaderOnlyType(header.type) ? 0 : header.size;
+}
+
 function isAsyncIterable(x: unknown): x is AsyncIterable<Uint8Array> {
   return typeof (x as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === "function";
 }
@@ -98,7 +103,7 @@ async function* checkedPayload(
   header: TarHeader,
   payload: TarPayload | undefined,
 ): AsyncGenerator<Uint8Array> {
-  const expected = header.size;
+  const expected = payloadSize(header);
   let got = 0;
   if (payload !== undefined) {
     const chunks = payload instanceof Uint8Array ? [payload] : payload;

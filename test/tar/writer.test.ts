@@ -360,6 +360,9 @@ describe("tar writer", () => {
         (err) => isRootstockError(err, "SIZE_MISMATCH") && /short\.txt/.test(err.message),
       );
       assert.ok(isHeaderOnlyType("dir") && !isHeaderOnlyType("file"));
+      // A directory that claims a size still gets no payload and no padding.
+      const dirOnly = await collectBytes(writeTar([{ header: h("sized-dir/", "dir", { size: 4096 }) }]));
+      assert.equal(dirOnly.length, 512 + 1024);
     });
   });
 });
