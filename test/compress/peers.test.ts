@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { readChunkedMetadata, verifyChunkedBlob } from "../../src/compress/chunked-reader.js";
+import { readChunkedMetadata } from "../../src/compress/chunked-reader.js";
 import { decodeLayer, type EncodedLayer } from "../../src/compress/layer.js";
 import { hasCommand } from "../helpers/fixtures.js";
 import { startRegistry } from "../helpers/registry.js";
@@ -72,9 +72,7 @@ async function writeLayout(dir: string, blob: Uint8Array, layer: EncodedLayer): 
   return manifest.digest;
 }
 
-async function readManifest(
-  layout: string,
-): Promise<{
+async function readManifest(layout: string): Promise<{
   layers: Array<{ digest: string; size: number; mediaType: string; annotations?: Record<string, string> }>;
   config: { digest: string };
 }> {
