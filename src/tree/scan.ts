@@ -3,7 +3,7 @@
  * stays on the directory's filesystem unless asked, hard links found by (dev, ino),
  * extended attributes through getfattr, file contents hashed in parallel.
  */
-import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from "node:fs";
+import { type BigIntStats, lstatSync, readdirSync, readlinkSync, realpathSync } from "node:fs";
 import { RootstockError } from "../errors.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { type HashJob, hashFiles } from "./hash.js";
@@ -73,6 +73,22 @@ function nodeFromStat(st: BigIntStats, type: NodeType): TreeNode {
   };
 }
 
+/** A Node fs error as a one-line RootstockError naming the path. */
+function fsError(err: unknown, path: string): RootstockError {
+  if (err instanceof RootstockError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  const reason = code === "ENOENT" ? "does not exist" : (err as Error).message;
+  return new RootstockError(
+    code === "ENOENT"
+      ? "NOT_FOUND"
+      : code === "EACCES" || code === "EPERM"
+        ? "PERMISSION"
+        : "INVALID_ARGUMENT",
+    `scan: ${path}: ${reason}`,
+    { cause: err },
+  );
+}
+
 /** Names in a directory, refusing names that are not UTF-8 (they could not round-trip). */
 function listDir(abs: string, rel: string): string[] {
   const names = readdirSync(abs);
@@ -95,14 +111,14 @@ export async function scan(
 ): Promise<{ tree: Tree; report: ScanReport }> {
   const progress = options.progress ?? silentProgress;
   const report: ScanReport = { skipped: [], files: 0, directories: 0, bytes: 0 };
-  const rootAbs = dir.replace(/\/+$/, "") || "/";
+  let rootAbs: string;
   let rootStat: BigIntStats;
   try {
+    // The directory argument itself may be a symlink (like tar -C); nothing below it is followed.
+    rootAbs = realpathSync(dir);
     rootStat = lstatSync(rootAbs, { bigint: true });
   } catch (err) {
-    throw new RootstockError("NOT_FOUND", `scan: cannot read ${rootAbs}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw fsError(err, dir);
   }
   if (TYPES.get(rootStat.mode & S_IFMT) !== "dir") {
     throw new RootstockError("INVALID_ARGUMENT", `scan: ${rootAbs} is not a directory`);
@@ -118,9 +134,20 @@ export async function scan(
   while (stack.length > 0) {
     const dirRel = stack.pop()!;
     report.directories++;
-    for (const name of listDir(absOf(dirRel), dirRel)) {
+    let names: string[];
+    try {
+      names = listDir(absOf(dirRel), dirRel);
+    } catch (err) {
+      throw fsError(err, absOf(dirRel));
+    }
+    for (const name of names) {
       const rel = joinPath(dirRel, name);
-      const st = lstatSync(absOf(rel), { bigint: true });
+      let st: BigIntStats;
+      try {
+        st = lstatSync(absOf(rel), { bigint: true });
+      } catch (err) {
+        throw fsError(err, absOf(rel));
+      }
       const type = TYPES.get(st.mode & S_IFMT);
       if (type === undefined || type === "socket") {
         report.skipped.push({ path: rel, reason: type === "socket" ? "socket" : "unknown file type" });

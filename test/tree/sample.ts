@@ -32,7 +32,7 @@ export async function makeSampleTree(root: string): Promise<void> {
   await link(p("bin/busybox"), p("srv/shared/cat"));
   await symlink("busybox", p("bin/sh"));
   await symlink("/nonexistent/target", p("etc/dangling"));
-  await symlink("../bin", p("var/lib/bin-link")); // a symlink to a directory: never followed
+  await symlink("../../bin", p("var/lib/bin-link")); // a symlink to a directory: never followed
   await chmod(p("tmp"), 0o1777);
   await chmod(p("srv/shared"), 0o2775);
   await writeFile(p("srv/owned"), "someone else's\n");
