@@ -7,9 +7,10 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { sha256 } from "../../src/oci/digest.js";
 import { MediaType } from "../../src/oci/mediatypes.js";
-import { RegistryClient } from "../../src/remote/index.js";
+import { RegistryClient, staticAuth } from "../../src/remote/index.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { withTempDir } from "../helpers/tmp.js";
+import { startTokenServer } from "../helpers/token-server.js";
 import { makeImage, readAll, type TestImage } from "./image.js";
 
 const run = promisify(execFile);
@@ -171,5 +172,40 @@ describe("through a pull-through cache (docker-registry proxy of another instanc
       assert.equal(sha256(await readAll(repo.openBlob(layer.digest, { size: layer.size }))), layer.digest);
       assert.equal(sha256(await readAll(repo.openBlob(image.config.digest))), image.config.digest);
     });
+  });
+});
+
+describe("interoperability behind bearer tokens", () => {
+  it("skopeo, with the same credentials, copies what we pushed to a token-auth registry", async () => {
+    const tokens = await startTokenServer({ users: { ci: "t0ken" } });
+    const reg = await startRegistry({ token: tokens });
+    const client = new RegistryClient(reg.host, { insecure: true, auth: staticAuth("ci", "t0ken") });
+    try {
+      await withTempDir(async (dir) => {
+        const image = await makeImage(dir, [{ "f.txt": "behind a token\n" }]);
+        const digest = await pushImage(client, "secure/app", image, "v1");
+        const out = join(dir, "oci-out");
+        await run("skopeo", [
+          "copy",
+          "--src-tls-verify=false",
+          "--src-creds=ci:t0ken",
+          `docker://${reg.host}/secure/app:v1`,
+          `oci:${out}:v1`,
+        ]);
+        const index = JSON.parse(await readFile(join(out, "index.json"), "utf8")) as {
+          manifests: { digest: string }[];
+        };
+        assert.equal(index.manifests[0]!.digest, digest);
+        assert.ok(
+          tokens.issued.some(
+            (t) => t.account === "ci" && t.scopes.includes("repository:secure/app:pull,push"),
+          ),
+        );
+      });
+    } finally {
+      await client.close();
+      await reg.stop();
+      await tokens.stop();
+    }
   });
 });

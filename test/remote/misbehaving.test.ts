@@ -179,6 +179,44 @@ describe("a registry that lies is caught", () => {
     );
   });
 
+  it("accepts honest variations: parts out of order, several ranges coalesced into one 206", async () => {
+    const ranges = [
+      { offset: 5, length: 10 },
+      { offset: 1000, length: 20 },
+      { offset: 200_000, length: 5000 },
+    ];
+    const reversed = await start((req, res) => {
+      const spans = (req.headers.range ?? "")
+        .slice(6)
+        .split(",")
+        .map((r) => r.split("-").map(Number) as [number, number])
+        .reverse();
+      const parts: Buffer[] = [];
+      for (const [a, b] of spans) {
+        parts.push(Buffer.from(`\r\n--SEP\r\nContent-Range: bytes ${a}-${b}/${blob.length}\r\n\r\n`));
+        parts.push(blob.subarray(a, b + 1));
+      }
+      parts.push(Buffer.from("\r\n--SEP--\r\n"));
+      res.writeHead(206, { "content-type": "multipart/byteranges; boundary=SEP" }).end(Buffer.concat(parts));
+    });
+    const coalesced = await start((req, res) => {
+      // One range from the first start to the last end, as RFC 9110 allows.
+      const bounds = (req.headers.range ?? "").slice(6).split(/[-,]/).map(Number);
+      const a = bounds[0]!;
+      const b = bounds[bounds.length - 1]!;
+      res.writeHead(206, { "content-range": `bytes ${a}-${b}/${blob.length}`, "content-length": b - a + 1 });
+      res.end(blob.subarray(a, b + 1));
+    });
+    for (const { repo } of [reversed, coalesced]) {
+      const got = [];
+      for await (const r of repo.getBlobRanges(digest, ranges, { mergeGap: 0 })) got.push(r);
+      assert.equal(got.length, 3);
+      for (const { range, bytes } of got) {
+        assert.deepEqual(Buffer.from(bytes), blob.subarray(range.offset, range.offset + range.length));
+      }
+    }
+  });
+
   it("a stalled body or missing headers time out, and the transfer resumes", async () => {
     let calls = 0;
     const stalled: import("node:http").ServerResponse[] = [];
