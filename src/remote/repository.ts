@@ -619,6 +619,7 @@ export class Repository {
       total: opts.size,
       unit: "bytes",
     });
+    content = reopenable(content, where);
     for (let restarts = 0; ; restarts++) {
       const session = { location: location ?? (await this.startUpload(where)) };
       location = undefined;
@@ -936,6 +937,26 @@ export class Repository {
     });
     await res.body.dump();
   }
+}
+
+/**
+ * Guards an opener that hands back the same one-shot stream twice: resuming or
+ * restarting an upload needs the content from its start again.
+ */
+function reopenable(content: BlobContent, where: string): BlobContent {
+  if (content instanceof Uint8Array) return content;
+  const seen = new WeakSet<object>();
+  return () => {
+    const stream = content();
+    if (seen.has(stream)) {
+      throw new RootstockError(
+        "NETWORK",
+        `${where}: the upload was interrupted and its content cannot be read again (pass an opener returning a fresh stream)`,
+      );
+    }
+    seen.add(stream);
+    return stream;
+  };
 }
 
 /** The registry forgot or invalidated an upload session (after an outage, or a cut PATCH). */

@@ -266,6 +266,60 @@ describe("a registry that lies is caught", () => {
     assert.equal(peak, 2);
   });
 
+  it("a push cut mid-PATCH is resumed from the offset the session reports, or refused for a one-shot stream", async () => {
+    const big = randomBytes(20 * 1024 * 1024);
+    const bigDigest = sha256(big);
+    let received = 0;
+    let patches = 0;
+    const { server, repo } = await start((req, res) => {
+      const url = req.url ?? "";
+      if (req.method === "POST") {
+        res.writeHead(202, { location: "/v2/lies/blobs/uploads/s1" }).end();
+      } else if (req.method === "PATCH") {
+        patches++;
+        const first = patches === 1;
+        const start = Number(/^(\d+)-/.exec(req.headers["content-range"] ?? "")?.[1]);
+        assert.equal(start, received, "a PATCH starts where the session is");
+        req.on("data", (d: Buffer) => {
+          received += d.length;
+          if (first && received >= 5 * 1024 * 1024) req.socket.destroy();
+        });
+        req.on("end", () => res.writeHead(202, { location: url, range: `0-${received - 1}` }).end());
+      } else if (req.method === "GET" && url.includes("/uploads/")) {
+        res.writeHead(204, { location: url, range: `0-${received - 1}` }).end();
+      } else if (req.method === "PUT") {
+        res.writeHead(201, { "docker-content-digest": bigDigest }).end();
+      } else if (req.method === "HEAD") res.writeHead(404).end();
+      else res.writeHead(500).end();
+    });
+    const result = await repo.pushBlob(
+      async function* () {
+        for (let i = 0; i < big.length; i += 1 << 20) yield big.subarray(i, i + (1 << 20));
+      },
+      { digest: bigDigest, size: big.length },
+    );
+    assert.equal(result, "uploaded");
+    assert.equal(received, big.length, "every byte arrived once");
+    const resumedPatch = server.seen.filter((s) => s.method === "PATCH");
+    assert.equal(resumedPatch.length, 2);
+
+    // The same stream handed back twice cannot be resumed: a clear error, not a short upload.
+    received = 0;
+    patches = 0;
+    let offered = 0;
+    const once = (async function* () {
+      for (let i = 0; i < big.length; i += 1 << 20) {
+        offered++;
+        yield big.subarray(i, i + (1 << 20));
+      }
+    })();
+    await assert.rejects(
+      repo.pushBlob(() => once, { digest: bigDigest, size: big.length }),
+      (err) => isRootstockError(err, "NETWORK") && /cannot be read again/.test(err.message),
+    );
+    assert.ok(offered < 20);
+  });
+
   it("retries 429 and 503 with backoff, honouring Retry-After", async () => {
     let calls = 0;
     const { repo } = await start((req, res) => {
