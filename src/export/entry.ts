@@ -9,8 +9,12 @@ import type { TarEntryType, TarTime } from "../tar/types.js";
 
 /** Where a regular file's bytes come from. Read only when the entry is written. */
 export type ContentSource =
-  /** A file on disk (a cas file object): hardlinked, reflinked or copied. */
-  | { kind: "path"; path: string }
+  /**
+   * A file on disk (a cas file object): hardlinked, reflinked or copied. `prepared`:
+   * the file already carries the entry's metadata, xattrs included (a farm object,
+   * see farm.ts), so a hardlink export links it once mode, owner and mtime check out.
+   */
+  | { kind: "path"; path: string; prepared?: boolean }
   | { kind: "bytes"; data: Uint8Array }
   /** A stream that yields exactly `size` bytes; opened at most once. */
   | { kind: "stream"; open: () => AsyncIterable<Uint8Array> };

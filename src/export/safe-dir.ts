@@ -57,6 +57,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { RootstockError } from "../errors.js";
 import type { ProgressSink } from "../progress.js";
 import { cleanEntryPath, type ExportEntry, parentPath, pathDepth, sizedContent } from "./entry.js";
+import { inodeMatches } from "./farm.js";
 import { setXattrs, type XattrTarget } from "./xattr.js";
 
 export const PARTIAL_SUFFIX = ".rootstock-partial";
@@ -138,6 +139,8 @@ function run(cmd: string, args: string[], what: string): Promise<void> {
 
 /** Whether a store object already is what the entry asks for, so linking it changes nothing. */
 function objectMatches(st: BigIntStats, entry: ExportEntry): boolean {
+  // A farm object was made with the entry's xattrs; its mtime went through utimes (µs).
+  if (entry.content?.kind === "path" && entry.content.prepared) return inodeMatches(st, entry);
   return (
     st.isFile() &&
     Number(st.mode & 0o7777n) === (entry.mode & 0o7777) &&

@@ -1,0 +1,211 @@
+/**
+ * The hardlink farm: what makes `export --format dir` instant and exact. A cas file
+ * object is content only (0444, root, some mtime); an inode carries one mode, owner,
+ * mtime and xattr set, so a rootfs cannot be hardlinked to file objects without
+ * changing them. Like ostree's bare mode, the farm keeps one inode per
+ * (content, mode, uid, gid, mtime, xattrs): made once (a reflink or copy of the file
+ * object, then chown, chmod, xattrs, utimes) on the first export that needs it, and
+ * hardlinked by every later export of any image with that file.
+ *
+ *   <store>/farm/v1/<key[0:2]>/<key[2:]>    key = sha256 of the metadata line below
+ *   <store>/farm/tmp/<pid>-<random>         objects being made (a killed export's leftovers)
+ *
+ * Objects appear atomically (made under tmp/, then link()ed into place; a concurrent
+ * maker's object wins). The farm is a cache: `pruneFarm` removes objects no export
+ * links any more (nlink 1) and leftovers; it can be deleted whole at any time.
+ *
+ * Contract (as for `ostree checkout -H`): a hardlinked export is read-only. Writing
+ * into one of its files writes into the farm object and every export sharing it.
+ * Use `--copy` for a tree that will be modified.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import {
+  type BigIntStats,
+  chmodSync,
+  constants,
+  copyFileSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  unlinkSync,
+} from "node:fs";
+import { join } from "node:path";
+import type { Digest } from "../oci/digest.js";
+import type { TreeNode } from "../tree/index.js";
+import { setXattrs } from "./xattr.js";
+
+const FARM_VERSION = "v1";
+
+export interface FarmStats {
+  /** Objects found already made. */
+  reused: number;
+  /** Objects made by this export. */
+  made: number;
+}
+
+/** The metadata a farm object is keyed by (and checked against before linking). */
+function metadataLine(node: TreeNode): string {
+  let line = `${node.digest} ${(node.mode & 0o7777).toString(8)} ${node.uid} ${node.gid} ${node.mtime.sec} ${node.mtime.nsec}`;
+  for (const [name, value] of node.xattrs) line += ` ${name}=${Buffer.from(value).toString("base64")}`;
+  return line;
+}
+
+/** Whether an inode has the node's mode, owner and mtime (µs: what utimes can set). */
+export function inodeMatches(
+  st: BigIntStats,
+  node: { mode: number; uid: number; gid: number; mtime: { sec: number; nsec: number } },
+): boolean {
+  if (!st.isFile()) return false;
+  if (Number(st.mode & 0o7777n) !== (node.mode & 0o7777)) return false;
+  if (Number(st.uid) !== node.uid || Number(st.gid) !== node.gid) return false;
+  const want = BigInt(node.mtime.sec) * 1_000_000_000n + BigInt(node.mtime.nsec);
+  const diff = st.mtimeNs - want;
+  return diff > -2000n && diff < 2000n;
+}
+
+export class LinkFarm {
+  readonly root: string;
+  private readonly tmpDir: string;
+  private readonly madeDirs = new Set<string>();
+  readonly stats: FarmStats = { reused: 0, made: 0 };
+  private readonly root_: boolean;
+  private readonly uid: number;
+  private readonly gid: number;
+
+  constructor(storeRoot: string) {
+    this.root = join(storeRoot, "farm", FARM_VERSION);
+    this.tmpDir = join(storeRoot, "farm", "tmp");
+    mkdirSync(this.root, { recursive: true });
+    mkdirSync(this.tmpDir, { recursive: true });
+    this.uid = process.getuid?.() ?? 0;
+    this.gid = process.getgid?.() ?? 0;
+    this.root_ = this.uid === 0;
+  }
+
+  /** Whether this process can make an inode with the node's metadata at all. */
+  canHold(node: TreeNode): boolean {
+    if (this.root_) return true;
+    if (node.uid !== this.uid || node.gid !== this.gid) return false;
+    return node.xattrs.every(([name]) => name.startsWith("user."));
+  }
+
+  /**
+   * Farm paths for a tree's file nodes (in the tree's path order). Two distinct
+   * inodes with equal content and metadata (two separate files, not hard links) must
+   * stay two inodes in the export, or the export would gain hard links the image
+   * does not have: the k-th such node of a tree gets the k-th variant object.
+   */
+  assign(nodes: Iterable<TreeNode>): Map<TreeNode, string> {
+    const seen = new Map<string, number>();
+    const out = new Map<TreeNode, string>();
+    for (const node of nodes) {
+      if (out.has(node)) continue;
+      const line = metadataLine(node);
+      const variant = seen.get(line) ?? 0;
+      seen.set(line, variant + 1);
+      const key = createHash("sha256")
+        .update(variant === 0 ? line : `${line} #${variant}`)
+        .digest("hex");
+      out.set(node, join(this.root, key.slice(0, 2), key.slice(2)));
+    }
+    return out;
+  }
+
+  /** The farm object at `path` if it exists with the node's metadata, else undefined. */
+  lookup(node: TreeNode, path: string): string | undefined {
+    let st: BigIntStats;
+    try {
+      st = lstatSync(path, { bigint: true });
+    } catch {
+      return undefined;
+    }
+    if (!inodeMatches(st, node) || Number(st.size) !== node.size) {
+      // Tampered with (chmod/touch through an export): drop it, it will be made again.
+      rmSync(path, { force: true });
+      return undefined;
+    }
+    this.stats.reused++;
+    return path;
+  }
+
+  /**
+   * Makes the objects for `nodes` (node → its assigned farm path; content at
+   * `contentPath(digest)`), in one batch so xattrs take one setfattr run.
+   */
+  async make(
+    nodes: Iterable<[TreeNode, string]>,
+    contentPath: (digest: Digest) => string,
+  ): Promise<Map<TreeNode, string>> {
+    const made = new Map<TreeNode, string>();
+    const pending: Array<{ node: TreeNode; tmp: string; final: string }> = [];
+    const xattrTargets: Array<{ path: string; xattrs: Array<[string, Uint8Array]> }> = [];
+    try {
+      for (const [node, final] of nodes) {
+        const tmp = join(this.tmpDir, `${process.pid}-${randomBytes(6).toString("hex")}`);
+        copyFileSync(contentPath(node.digest!), tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+        pending.push({ node, tmp, final });
+        if (this.root_) lchownSync(tmp, node.uid, node.gid);
+        if (node.xattrs.length > 0) {
+          // Setting user.* attributes needs write permission when not root.
+          if (!this.root_) chmodSync(tmp, 0o600);
+          xattrTargets.push({ path: tmp, xattrs: node.xattrs });
+        }
+      }
+      // After chown (which clears security.capability), before chmod (setuid survives).
+      await setXattrs(xattrTargets);
+      for (const { node, tmp, final } of pending) {
+        chmodSync(tmp, node.mode & 0o7777);
+        const t = node.mtime.sec + node.mtime.nsec / 1e9;
+        lutimesSync(tmp, t, t);
+        const dir = final.slice(0, final.lastIndexOf("/"));
+        if (!this.madeDirs.has(dir)) {
+          mkdirSync(dir, { recursive: true });
+          this.madeDirs.add(dir);
+        }
+        try {
+          linkSync(tmp, final);
+          this.stats.made++;
+        } catch (err) {
+          // Another export made it meanwhile: theirs is as good as ours.
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+          this.stats.reused++;
+        }
+        made.set(node, final);
+      }
+    } finally {
+      for (const { tmp } of pending) rmSync(tmp, { force: true });
+    }
+    return made;
+  }
+}
+
+/** Removes farm objects no export links any more, and leftovers of killed exports. */
+export function pruneFarm(storeRoot: string): { removed: number; kept: number } {
+  const root = join(storeRoot, "farm", FARM_VERSION);
+  let removed = 0;
+  let kept = 0;
+  rmSync(join(storeRoot, "farm", "tmp"), { recursive: true, force: true });
+  for (const sub of safeReaddir(root)) {
+    for (const name of safeReaddir(join(root, sub))) {
+      const path = join(root, sub, name);
+      const st = lstatSync(path);
+      if (st.nlink <= 1) {
+        unlinkSync(path);
+        removed++;
+      } else kept++;
+    }
+  }
+  return { removed, kept };
+}
+
+function safeReaddir(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
