@@ -2,7 +2,8 @@
  * Child process of the crash-safety and locking tests: writes images into a store
  * as fast as it can (blobs, file objects, metadata, refs), each image under one
  * lease. argv: STORE_ROOT ITERATIONS(0 = until killed) SEED [HOLD_MS]
- * Prints "ready" once the store is open and "done" when it finishes.
+ * Prints "ready" once the store is open, "ref" after each image it tags and
+ * "done" when it finishes.
  */
 import { ContentStore } from "../../src/cas/store.js";
 import { canonicalJson, descriptorFor } from "../../src/oci/canonical.js";
@@ -60,6 +61,7 @@ for (let i = 0; iterations === 0 || i < iterations; i++) {
     const manifestDesc = descriptorFor(MediaType.OciManifest, manifest);
     await store.putBlob(manifest, manifestDesc);
     await store.setRef("crash/test", `t${i % 7}`, manifestDesc);
+    process.stdout.write("ref\n");
     if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
   });
 }

@@ -22,27 +22,39 @@ function startWriter(
   iterations: number,
   seed: number,
   holdMs = 0,
-): { child: ChildProcess; ready: Promise<void> } {
+): { child: ChildProcess; ready: Promise<void>; firstRef: Promise<void> } {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", WRITER, root, String(iterations), String(seed), String(holdMs)],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    { stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";
   child.stderr!.on("data", (d) => {
     stderr += d;
   });
-  const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      if (d.toString().includes("ready")) resolve();
-    });
+  const early = new Promise<never>((_, reject) =>
     child.on("exit", (code, signal) =>
       reject(new Error(`writer exited early (${code ?? signal}): ${stderr}`)),
-    );
-  });
-  return { child, ready };
+    ),
+  );
+  early.catch(() => {});
+  const line = (word: string) =>
+    Promise.race([
+      new Promise<void>((resolve) => {
+        let out = "";
+        child.stdout!.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.includes(word)) resolve();
+        });
+      }),
+      early,
+    ]);
+  const ready = line("ready");
+  const firstRef = line("ref");
+  // Either may never be awaited (a killed writer): keep their rejections handled.
+  ready.catch(() => {});
+  firstRef.catch(() => {});
+  return { child, ready, firstRef };
 }
 
 async function exitCode(child: ChildProcess): Promise<number | null> {
@@ -53,10 +65,13 @@ async function exitCode(child: ChildProcess): Promise<number | null> {
 
 test("SIGKILL at random moments leaves a store that fsck finds clean and gc tidies", async (t) => {
   await withTempDir(async (root) => {
-    const delays = [30, 120, 260, 470, 700];
+    // Early rounds kill soon after start (mid first image); later ones after the
+    // writer has tagged an image, so the store surely holds images by the end.
+    const delays = [30, 120, 260, 40, 200];
     for (const [round, delay] of delays.entries()) {
-      const { child, ready } = startWriter(root, 0, round + 1);
+      const { child, ready, firstRef } = startWriter(root, 0, round + 1);
       await ready;
+      if (round >= 3) await firstRef;
       await new Promise((r) => setTimeout(r, delay + Math.floor(Math.random() * 50)));
       child.kill("SIGKILL");
       await once(child, "exit");
