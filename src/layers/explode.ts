@@ -1,0 +1,166 @@
+/**
+ * Explode a full layer tar into the store: every regular file's content becomes a
+ * file object, the tar's exact bytes minus payloads become a tar-split blob, the
+ * headers become TOC-form entries, and the record ties them to the layer's blob.
+ * Used for layers without a usable TOC (gzip, zstd, old zstd:chunked) and for any
+ * layer whose whole blob is at hand, so those layers dedup too.
+ */
+import type { ContentStore } from "../cas/store.js";
+import { Crc64 } from "../compress/crc64.js";
+import { PADDING_CHUNK_SIZE, TarSplitPacker } from "../compress/tarsplit.js";
+import { type TocEntry, tocEntryFromHeader } from "../compress/toc.js";
+import { ZstdFrameWriter } from "../compress/zstd.js";
+import { RootstockError } from "../errors.js";
+import { type Digest, Digester, EMPTY_SHA256 } from "../oci/digest.js";
+import { readTar } from "../tar/reader.js";
+import { LAYER_RECORD_VERSION, type LayerRecord } from "./record.js";
+import { writeLayerRecord } from "./store.js";
+
+export interface ExplodeOptions {
+  /** Called with the payload bytes stored so far (progress). */
+  onBytes?: (tarBytes: number) => void;
+  /** Files written concurrently (small files are buffered; large ones stream). Default 8. */
+  concurrency?: number;
+}
+
+export interface ExplodeResult {
+  record: LayerRecord;
+  files: number;
+  /** File objects that were new to the store, and their bytes. */
+  newFiles: number;
+  newBytes: number;
+}
+
+/** Payloads up to this size are buffered and written concurrently. */
+const BUFFERED_FILE = 1 << 20;
+
+/**
+ * Reads `tar` to its end, storing file objects as it goes, then checks the tar's
+ * sha256 against `diffId` and only then writes the tar-split and the record. A
+ * failure leaves only content-addressed file objects behind (no record, no ref):
+ * gc removes them. `tar` itself may verify more at its end (decodeLayer checks the
+ * blob digest): it is consumed completely before anything is recorded.
+ */
+export async function explodeLayer(
+  store: ContentStore,
+  tar: AsyncIterable<Uint8Array>,
+  blob: LayerRecord["blob"],
+  diffId: Digest,
+  opts: ExplodeOptions = {},
+): Promise<ExplodeResult> {
+  return store.withLease(async () => {
+    const concurrency = opts.concurrency ?? 8;
+    const tarDigest = new Digester();
+    async function* hashed(): AsyncGenerator<Uint8Array> {
+      for await (const c of tar) {
+        tarDigest.update(c);
+        opts.onBytes?.(tarDigest.size);
+        yield c;
+      }
+    }
+    const tsWriter = new ZstdFrameWriter(10);
+    const packer = new TarSplitPacker((line) => tsWriter.write(line));
+    const entries: TocEntry[] = [];
+    const inflight = new Set<Promise<void>>();
+    let failure: unknown;
+    let newFiles = 0;
+    let newBytes = 0;
+    let files = 0;
+    const track = (p: Promise<void>) => {
+      const t = p.catch((err) => {
+        failure ??= err;
+      });
+      inflight.add(t);
+      void t.finally(() => inflight.delete(t));
+    };
+    const stored = (entry: TocEntry, r: { digest: Digest; size: number; existed: boolean }) => {
+      entry.digest = r.digest;
+      if (!r.existed) {
+        newFiles++;
+        newBytes += r.size;
+      }
+    };
+
+    const reader = readTar(hashed());
+    try {
+      for await (const te of reader) {
+        if (failure) throw failure;
+        const h = te.header;
+        const entry = tocEntryFromHeader(h);
+        const tsSize = h.declaredSize ?? h.size;
+        if (h.declaredSize !== undefined) entry.size = h.declaredSize;
+        packer.segment(te.headerBytes);
+        entries.push(entry);
+        if (h.size === 0) {
+          packer.file(h.name, tsSize, tsSize > 0 ? new Uint8Array(8) : null, h.nameRaw);
+          if (entry.type === "reg") entry.digest = EMPTY_SHA256;
+          continue;
+        }
+        files++;
+        const crc = new Crc64();
+        if (h.size <= BUFFERED_FILE) {
+          const parts: Uint8Array[] = [];
+          for await (const c of te.payload) {
+            crc.update(c);
+            parts.push(c);
+          }
+          const bytes = Buffer.concat(parts);
+          while (inflight.size >= concurrency) await Promise.race(inflight);
+          track(store.putFile(bytes).then((r) => stored(entry, r)));
+        } else {
+          const payload = te.payload;
+          async function* crcd(): AsyncGenerator<Uint8Array> {
+            for await (const c of payload) {
+              crc.update(c);
+              yield c;
+            }
+          }
+          stored(entry, await store.putFile(crcd(), { size: h.size }));
+        }
+        packer.file(h.name, tsSize, crc.digest(), h.nameRaw);
+      }
+      const trailer = reader.trailer;
+      packer.segment(trailer.endBlocks);
+      let seg: Uint8Array[] = [];
+      let segLen = 0;
+      for await (const chunk of trailer.rest) {
+        let c = chunk;
+        while (c.length > 0) {
+          const take = Math.min(c.length, PADDING_CHUNK_SIZE - segLen);
+          seg.push(c.subarray(0, take));
+          segLen += take;
+          c = c.subarray(take);
+          if (segLen === PADDING_CHUNK_SIZE) {
+            packer.segment(Buffer.concat(seg, segLen));
+            seg = [];
+            segLen = 0;
+          }
+        }
+      }
+      if (segLen > 0) packer.segment(Buffer.concat(seg, segLen));
+    } finally {
+      await Promise.all(inflight);
+    }
+    if (failure) throw failure;
+    const got = tarDigest.digest();
+    if (got !== diffId)
+      throw new RootstockError(
+        "DIGEST_MISMATCH",
+        `layer ${blob.digest}: tar hashes to ${got}, diff_id says ${diffId}`,
+      );
+    const zTarSplit = tsWriter.end();
+    const ts = await store.putBlob(zTarSplit);
+    const record: LayerRecord = {
+      version: LAYER_RECORD_VERSION,
+      blob,
+      diffId,
+      tarSize: tarDigest.size,
+      entries,
+      tarSplit: { digest: ts.digest, size: ts.size },
+    };
+    const digests: Digest[] = [];
+    for (const e of entries) if (e.type === "reg" && (e.size ?? 0) > 0 && e.digest) digests.push(e.digest);
+    await writeLayerRecord(store, record, digests);
+    return { record, files, newFiles, newBytes };
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * Growing Debian root filesystems for the pull tests and bench: image 0 is
+ * `mmdebstrap --variant=essential bookworm`, image i adds the first i packages of
+ * GROWING_PACKAGES (small ones). Built once and cached next to the other fixtures
+ * (never committed); .debs are cached so a rebuild does not download again.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { cp, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { FIXTURE_DIR } from "../helpers/fixtures.js";
+
+const run = promisify(execFile);
+
+/** Small bookworm packages, added one per image. */
+export const GROWING_PACKAGES = ["hello", "less", "file", "nano", "bc", "tree", "jq", "vim-tiny", "strace"];
+
+async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  await mkdir(FIXTURE_DIR, { recursive: true });
+  const lockPath = join(FIXTURE_DIR, `${name}.lock`);
+  for (let waited = 0; ; waited += 500) {
+    try {
+      const handle = await open(lockPath, "wx");
+      await handle.write(String(process.pid));
+      await handle.close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const info = await stat(lockPath).catch(() => undefined);
+      if (info && Date.now() - info.mtimeMs > 15 * 60_000) await rm(lockPath, { force: true });
+      if (waited > 20 * 60_000) throw new Error(`fixture lock ${lockPath} held too long`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lockPath, { force: true });
+  }
+}
+
+/** Path of the tarball of growing image `index` (0 = essential, i = + i packages). */
+export async function growingDebianTar(index: number): Promise<string> {
+  if (!Number.isInteger(index) || index < 0 || index > GROWING_PACKAGES.length)
+    throw new Error(`growing image ${index}: 0..${GROWING_PACKAGES.length}`);
+  const target = join(FIXTURE_DIR, `debian-growing-${index}.tar`);
+  if (existsSync(target)) return target;
+  return withLock(`debian-growing-${index}`, async () => {
+    if (existsSync(target)) return target;
+    const debCache = join(FIXTURE_DIR, "apt-archives-pull");
+    if (!existsSync(debCache)) {
+      await mkdir(debCache, { recursive: true });
+      const shared = join(FIXTURE_DIR, "apt-archives-bookworm-amd64");
+      if (existsSync(shared)) await cp(shared, debCache, { recursive: true, force: false });
+    }
+    const partial = `${target}.partial`;
+    await rm(partial, { force: true });
+    const include = GROWING_PACKAGES.slice(0, index);
+    await run(
+      "mmdebstrap",
+      [
+        "--quiet",
+        "--mode=root",
+        "--format=tar",
+        "--variant=essential",
+        ...(include.length > 0 ? [`--include=${include.join(",")}`] : []),
+        "--skip=essential/unlink",
+        `--setup-hook=mkdir -p "$1/var/cache/apt/archives/"`,
+        `--setup-hook=sync-in ${debCache} /var/cache/apt/archives/`,
+        `--customize-hook=sync-out /var/cache/apt/archives ${debCache}`,
+        "bookworm",
+        partial,
+      ],
+      { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, SOURCE_DATE_EPOCH: "1700000000" } },
+    );
+    await rename(partial, target);
+    return target;
+  });
+}
