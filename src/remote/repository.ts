@@ -643,9 +643,12 @@ export class Repository {
         break;
       } catch (err) {
         await this.cancelUpload(session.location, where);
+        if (!isSessionLost(err)) throw err;
+        // A final PUT retried after it had committed finds its session gone: the blob is there.
+        if ((await this.headBlob(digest))?.size === opts.size) break;
         // distribution drops a session whose PATCH was cut mid-body (its signed state no
         // longer matches the data): start a new one, the content is re-readable.
-        if (!isSessionLost(err) || restarts >= 2) throw err;
+        if (restarts >= 2) throw err;
       }
     }
     progress({ type: "done", id: taskId });
