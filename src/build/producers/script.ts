@@ -31,6 +31,12 @@ export interface ScriptProducer {
   /** Environment for the steps (the image's, inherited from its parents). Default: step.env. */
   env?: Record<string, string>;
   sourceDateEpoch?: number;
+  /**
+   * A host directory of .deb files shared between builds (a CI cache, not an input):
+   * bind-mounted over /var/cache/apt/archives inside the namespace only, so apt
+   * downloads into it and nothing of it lands in the image.
+   */
+  debCache?: string;
   progress?: ProgressSink;
   signal?: AbortSignal;
 }
@@ -40,7 +46,7 @@ function q(value: string): string {
 }
 
 /** The shell driver run inside the chroot (pure, so its text is testable). */
-export function scriptDriver(step: ScriptStep): string {
+export function scriptDriver(step: ScriptStep, options: { keepDebs?: boolean } = {}): string {
   const lines = ["set -eu", `step() { printf '${STEP_MARKER}%s\\n' "$1" >&2; }`];
   if (step.packages.length > 0) {
     lines.push(
@@ -51,7 +57,8 @@ export function scriptDriver(step: ScriptStep): string {
         " chmod 0755 /usr/sbin/policy-rc.d; policy_added=1; fi",
       "apt-get update -qq",
       `apt-get install -y -qq --no-install-recommends -- ${step.packages.map(q).join(" ")}`,
-      "apt-get clean",
+      // with a .deb cache mounted, clean only apt's own caches (the .debs are the cache's)
+      options.keepDebs ? "rm -f /var/cache/apt/*.bin" : "apt-get clean",
       "rm -rf /var/lib/apt/lists/*",
       'if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi',
     );
@@ -88,6 +95,10 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/dev/pts" 2>/de
 mount -t tmpfs -o mode=1777,nosuid,nodev shm "$R/dev/shm"
 ln -s /proc/self/fd "$R/dev/fd"; ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"; ln -s /proc/self/fd/2 "$R/dev/stderr"
+# the .deb cache (checked to be a real directory in the root by the caller)
+if [ -n "\${ROOTSTOCK_DEB_CACHE:-}" ]; then
+  mount --bind "$ROOTSTOCK_DEB_CACHE" "$R/var/cache/apt/archives"
+fi
 # a copy of the host's resolv.conf: a script writing to it never reaches the host
 if [ -f "$R/etc/resolv.conf" ] && [ ! -L "$R/etc/resolv.conf" ] && [ -f "$R${STAGING_DIR}/resolv.conf" ]; then
   mount --bind "$R${STAGING_DIR}/resolv.conf" "$R/etc/resolv.conf"
@@ -136,7 +147,17 @@ export async function produceScript(p: ScriptProducer): Promise<void> {
       const src = await resolveInside(p.baseDir, script, "scripts");
       await writeFile(join(staging, "scripts", String(i)), await readFile(src), { mode: 0o755 });
     }
-    await writeFile(join(staging, "run.sh"), scriptDriver(p.step));
+    const useCache = p.debCache !== undefined && p.step.packages.length > 0;
+    if (useCache) {
+      await mkdir(join(p.debCache!, "partial"), { recursive: true });
+      // every component a real directory: a bind mount must not follow a symlink out of the root
+      let parent = p.rootfs;
+      for (const part of ["var", "cache", "apt", "archives"]) {
+        await ensureDirectory(parent, part);
+        parent = join(parent, part);
+      }
+    }
+    await writeFile(join(staging, "run.sh"), scriptDriver(p.step, { keepDebs: useCache }));
     const hostResolv = await readFile("/etc/resolv.conf").catch(() => undefined);
     if (hostResolv) await writeFile(join(staging, "resolv.conf"), hostResolv, { mode: 0o644 });
     for (const dir of ["proc", "sys", "dev"]) if (await ensureDirectory(p.rootfs, dir)) created.push(dir);
@@ -160,6 +181,7 @@ export async function produceScript(p: ScriptProducer): Promise<void> {
     progress({ type: "start", id, label: "run steps in chroot" });
     await runTool({
       what: "script producer",
+      env: { ...process.env, ROOTSTOCK_DEB_CACHE: useCache ? p.debCache! : "" },
       argv: [
         "unshare",
         "--mount",

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import type { CommandContext } from "../context.js";
+import { registerBuild } from "./build.js";
 import { registerCopy } from "./copy.js";
 import { registerDigest } from "./digest.js";
 import { registerExport } from "./export.js";
@@ -11,6 +12,7 @@ import { registerStore } from "./store.js";
 export type RegisterCommand = (program: Command, context: () => CommandContext) => void;
 
 export const commands: RegisterCommand[] = [
+  registerBuild,
   registerCopy,
   registerDigest,
   registerExport,
