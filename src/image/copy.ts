@@ -89,7 +89,11 @@ export async function copyImage(
       total: desc.size,
       unit: "bytes",
     });
-    const action = await destination.putFrom(source, desc, progress);
+    // The transfer's own byte counts advance this task; its start/done would draw a second line.
+    const advance: ProgressSink = (e) => {
+      if (e.type === "advance") progress({ ...e, id });
+    };
+    const action = await destination.putFrom(source, desc, advance);
     progress({ type: "done", id, summary: action });
     record({ digest: desc.digest, size: desc.size, action });
   };

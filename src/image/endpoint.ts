@@ -10,6 +10,7 @@ import { RootstockError } from "../errors.js";
 import { OciLayout } from "../layout/layout.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
 import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
+import { isIndexMediaType, isManifestMediaType } from "../oci/mediatypes.js";
 import { formatReference, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/types.js";
 import type { ProgressSink } from "../progress.js";
@@ -153,6 +154,9 @@ function repositoryEndpoint(
 
 /** A registry repository seen as an endpoint; manifests go through the manifest API. */
 class RegistryEndpoint implements Endpoint {
+  /** Digests known to be manifests (read through /manifests/ even without a media type). */
+  private readonly manifests = new Set<string>();
+
   constructor(
     readonly name: string,
     private readonly client: RegistryClient,
@@ -182,18 +186,17 @@ class RegistryEndpoint implements Endpoint {
         `${this.name}: ${blob.digest} is ${blob.size} bytes, over ${maxBytes}`,
       );
     }
-    // Small documents: try the manifest endpoint first (manifests and indexes), then blobs (configs).
-    try {
+    // Manifests and indexes live behind /manifests/, everything else behind /blobs/;
+    // callers pass descriptors, whose media type says which.
+    const mediaType = (blob as { mediaType?: string }).mediaType;
+    if (isManifestMediaType(mediaType) || isIndexMediaType(mediaType) || this.manifests.has(blob.digest)) {
       const m = await this.repo.getManifest(blob.digest);
       verifyDigest(
         { digest: m.digest, size: m.bytes.length },
-        blob as { digest: Digest; size?: number },
+        { digest: blob.digest, size: blob.size },
         blob.digest,
       );
       return m.bytes;
-    } catch (err) {
-      if (!(err instanceof RootstockError) || (err.code !== "NOT_FOUND" && err.code !== "REGISTRY"))
-        throw err;
     }
     const parts: Uint8Array[] = [];
     let total = 0;
@@ -262,6 +265,7 @@ class RegistryEndpoint implements Endpoint {
   async resolveRoot(): Promise<Descriptor> {
     const ref = this.target.digest ?? this.target.tag ?? "latest";
     const m = await this.repo.getManifest(ref);
+    this.manifests.add(m.digest);
     return { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
   }
 
