@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { chmod, type FileHandle, link, mkdir, open, rename, rm, stat, unlink } from "node:fs/promises";
+import { chmod, type FileHandle, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { RootstockError } from "../errors.js";
 import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
@@ -130,6 +130,23 @@ async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
   }
 }
 
+/**
+ * Links a verified ingest file into place. An object already there is kept (true)
+ * unless its size shows it is damaged, in which case ours replaces it.
+ */
+async function linkOrKeep(tmp: string, target: string, size: number): Promise<boolean> {
+  try {
+    await link(tmp, target);
+    return false;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  const present = await stat(target).catch(() => undefined);
+  if (present && present.size === size) return true;
+  await rename(tmp, target);
+  return false;
+}
+
 export interface CommitResult {
   digest: Digest;
   size: number;
@@ -193,16 +210,11 @@ export async function ingest(
     // (hardlinks taken from it stay valid); ours is then simply dropped.
     let existed = false;
     await inDir(targetDir, async () => {
-      try {
-        await link(tmp, target);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        existed = true;
-      }
+      existed = await linkOrKeep(tmp, target, actual.size);
     });
     committed = true;
     if (durable) await fsyncDir(targetDir);
-    await unlink(tmp);
+    await rm(tmp, { force: true });
     return { ...actual, existed };
   } catch (err) {
     await handle.close().catch(() => {});
@@ -236,15 +248,10 @@ export async function commitIngestFile(
   const target = pathFor(actual.digest);
   let existed = false;
   await inDir(dirname(target), async () => {
-    try {
-      await link(tmp, target);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      existed = true;
-    }
+    existed = await linkOrKeep(tmp, target, actual.size);
   });
   if (durable) await fsyncDir(dirname(target));
-  await unlink(tmp);
+  await rm(tmp, { force: true });
   return { ...actual, existed };
 }
 

@@ -296,3 +296,18 @@ test("gc inside this process's own lease is refused instead of deadlocking", asy
     assert.equal((await gc(store)).blobs.count, 0);
   });
 });
+
+test("a put over a damaged (truncated) copy of the same blob repairs it", async () => {
+  await withTempDir(async (dir) => {
+    const store = await ContentStore.open(dir);
+    const data = Buffer.from("the whole blob");
+    const { digest } = await store.putBlob(data);
+    await chmod(store.blobPath(digest), 0o644);
+    await writeFile(store.blobPath(digest), "the wh");
+    const again = await store.putBlob(data, { digest, size: data.length });
+    assert.equal(again.existed, false);
+    assert.equal(Buffer.from(await store.readBlob({ digest })).toString(), "the whole blob");
+    assert.equal((await stat(store.blobPath(digest))).mode & 0o777, 0o444);
+    assert.deepEqual(await store.listIngest(), []);
+  });
+});
