@@ -44,7 +44,6 @@ export interface ChunkedLayerResult {
   tocDigest: Digest;
 }
 
-const PART_SIZE = 1024 * 1024;
 const MAX_META_FRAME = 8 * 1024 * 1024;
 const INFLIGHT_LIMIT = 24 * 1024 * 1024;
 
@@ -225,20 +224,17 @@ async function* writeChunked(
             },
           });
         };
+        // Each input chunk is one job (no copy here: the pool copies it into the batch it transfers).
         for await (const chunk of entry.payload) {
           received += chunk.length;
-          let c = chunk;
-          while (c.length > 0) {
-            const take = Math.min(c.length, PART_SIZE - partLen);
-            part.push(c.subarray(0, take));
-            partLen += take;
-            c = c.subarray(take);
-            if (partLen === PART_SIZE && (received < h.size || c.length > 0)) submitPart(false);
-          }
+          part = [chunk];
+          partLen = chunk.length;
+          submitPart(received >= h.size);
           await room();
           if (aborted) return;
         }
-        submitPart(true);
+        if (received < h.size)
+          throw new RootstockError("TAR_FORMAT", `${JSON.stringify(h.name)}: payload ended early`);
       }
       const trailer = reader.trailer;
       addPending(trailer.endBlocks);

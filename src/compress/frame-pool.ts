@@ -57,6 +57,8 @@ export interface WorkerReply {
   batchId: number;
   results: FrameJobResult[];
   frames: Uint8Array;
+  /** The request's input buffer, handed back for reuse when nothing in the worker refers to it. */
+  recycled?: ArrayBuffer;
 }
 
 interface PendingJob {
@@ -76,6 +78,8 @@ interface Slot {
 
 const BATCH_BYTES = 512 * 1024;
 const BATCH_JOBS = 256;
+const INPUT_BUFFER_SIZE = 2 * 1024 * 1024;
+const MAX_FREE_BUFFERS = 8;
 
 function workerUrl(): URL {
   // Under tsx the sources are .ts; compiled, they are .js.
@@ -89,9 +93,11 @@ function workerUrl(): URL {
  */
 function spawnWorker(): Worker {
   const url = workerUrl();
-  if (!url.pathname.endsWith(".ts")) return new Worker(url);
+  // A small young generation: the workers allocate mostly short-lived buffers.
+  const resourceLimits = { maxYoungGenerationSizeMb: 8 };
+  if (!url.pathname.endsWith(".ts")) return new Worker(url, { resourceLimits });
   const code = `import("tsx/esm/api").then((api) => { api.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(code, { eval: true });
+  return new Worker(code, { eval: true, resourceLimits });
 }
 
 export interface FramePoolOptions {
@@ -110,6 +116,8 @@ export class FramePool {
   private failed: unknown;
   private readonly level: number;
   private readonly windowLog: number;
+  /** Input batch buffers handed back by workers (avoids multi-MiB allocation churn). */
+  private readonly freeBuffers: ArrayBuffer[] = [];
 
   constructor(opts: FramePoolOptions) {
     this.level = opts.level;
@@ -175,7 +183,11 @@ export class FramePool {
     // Copy the inputs into one buffer to transfer (they are views of the reader's chunks).
     let total = 0;
     for (const p of pending) total += p.job.data.length;
-    const buffer = new Uint8Array(total);
+    const reuse = this.freeBuffers.findIndex((b) => b.byteLength >= total);
+    const buffer =
+      reuse >= 0
+        ? new Uint8Array(this.freeBuffers.splice(reuse, 1)[0] as ArrayBuffer, 0, total)
+        : new Uint8Array(new ArrayBuffer(Math.max(total, INPUT_BUFFER_SIZE)), 0, total);
     let pos = 0;
     const jobs: FrameJob[] = pending.map((p) => {
       buffer.set(p.job.data, pos);
@@ -193,6 +205,7 @@ export class FramePool {
     const pending = slot.inflight.get(reply.batchId);
     if (!pending) return;
     slot.inflight.delete(reply.batchId);
+    if (reply.recycled && this.freeBuffers.length < MAX_FREE_BUFFERS) this.freeBuffers.push(reply.recycled);
     let pos = 0;
     reply.results.forEach((result, i) => {
       const p = pending[i] as PendingJob;

@@ -27,22 +27,32 @@ function setLevel(level: number, windowLog: number): void {
   currentLevel = level;
 }
 
-/** Appends one frame to `out`. */
-function compressFrame(data: Uint8Array, out: Uint8Array[]): number {
+/**
+ * Appends one frame to the batch output. Buffers are long-lived and reused: churning
+ * multi-MiB allocations across threads makes glibc keep them (RSS grows).
+ */
+let outPos = 0;
+function compressFrame(data: Uint8Array): number {
   const bound = binding.compressBound(data.length);
-  if (scratch.length < bound) scratch = new Uint8Array(Math.max(bound, scratch.length * 2));
-  const n = cctx.compress2(scratch, data);
-  out.push(scratch.slice(0, n));
+  if (scratch.length - outPos < bound) {
+    const bigger = new Uint8Array(Math.max(outPos + bound, scratch.length * 2));
+    bigger.set(scratch.subarray(0, outPos));
+    scratch = bigger;
+  }
+  const n = cctx.compress2(scratch.subarray(outPos), data);
+  outPos += n;
   return n;
 }
+
+/** One-chunk mode: bytes of the file in progress waiting to fill a frame (one file at a time per worker). */
+const heldBuf = new Uint8Array(MAX_PIECE);
 
 interface FileState {
   chunker: RollsumChunker;
   fileHash: Hash;
   chunkHash: Hash | undefined;
   crc: Crc64;
-  /** One-chunk mode: bytes waiting to fill a frame. */
-  held: Uint8Array[];
+  /** One-chunk mode: bytes of this file in heldBuf. */
   heldLen: number;
   started: boolean;
 }
@@ -55,12 +65,46 @@ function zeros(n: number): Uint8Array {
   return zeroBuf.subarray(0, n);
 }
 
-function runJob(job: FrameJob, out: Uint8Array[]): FrameJobResult {
+function processPiece(st: FileState, piece: ChunkPiece, result: FrameJobResult): void {
+  if (piece.kind === "data") {
+    if (piece.first) st.chunkHash = createHash("sha256");
+    st.chunkHash?.update(piece.bytes);
+    const compressedSize = piece.bytes.length > 0 ? compressFrame(piece.bytes) : 0;
+    const frame = {
+      compressedSize,
+      size: piece.bytes.length,
+      first: piece.first,
+      last: piece.last,
+      zeros: false,
+    } as FrameJobResult["frames"][number];
+    if (piece.last) frame.chunkDigest = `sha256:${(st.chunkHash as Hash).digest("hex")}`;
+    result.frames.push(frame);
+  } else {
+    const hash = createHash("sha256");
+    for (let done = 0; done < piece.length; ) {
+      const n = Math.min(MAX_PIECE, piece.length - done);
+      const z = zeros(n);
+      hash.update(z);
+      const frame = {
+        compressedSize: compressFrame(z),
+        size: n,
+        first: done === 0,
+        last: done + n === piece.length,
+        zeros: true,
+      } as FrameJobResult["frames"][number];
+      done += n;
+      if (frame.last) frame.chunkDigest = `sha256:${hash.digest("hex")}`;
+      result.frames.push(frame);
+    }
+  }
+}
+
+function runJob(job: FrameJob): FrameJobResult {
   if (job.kind === "raw") {
     return {
       frames: [
         {
-          compressedSize: compressFrame(job.data, out),
+          compressedSize: compressFrame(job.data),
           size: job.data.length,
           first: true,
           last: true,
@@ -76,7 +120,6 @@ function runJob(job: FrameJob, out: Uint8Array[]): FrameJobResult {
       fileHash: createHash("sha256"),
       chunkHash: undefined,
       crc: new Crc64(),
-      held: [],
       heldLen: 0,
       started: false,
     };
@@ -92,55 +135,25 @@ function runJob(job: FrameJob, out: Uint8Array[]): FrameJobResult {
   } else {
     // One chunk per file, in frames of up to MAX_PIECE (bounded memory, little context lost).
     pieces = [];
-    if (job.data.length > 0) {
-      st.held.push(job.data);
-      st.heldLen += job.data.length;
+    let data = job.data;
+    while (data.length > 0) {
+      if (st.heldLen === MAX_PIECE) {
+        processPiece(st, { kind: "data", bytes: heldBuf, first: !st.started, last: false }, result);
+        st.started = true;
+        st.heldLen = 0;
+      }
+      const take = Math.min(data.length, MAX_PIECE - st.heldLen);
+      heldBuf.set(data.subarray(0, take), st.heldLen);
+      st.heldLen += take;
+      data = data.subarray(take);
     }
-    if (st.heldLen >= MAX_PIECE || job.final) {
-      pieces.push({
-        kind: "data",
-        bytes: Buffer.concat(st.held, st.heldLen),
-        first: !st.started,
-        last: job.final,
-      });
+    if (job.final) {
+      pieces.push({ kind: "data", bytes: heldBuf.subarray(0, st.heldLen), first: !st.started, last: true });
       st.started = true;
-      st.held = [];
       st.heldLen = 0;
     }
   }
-  for (const piece of pieces) {
-    if (piece.kind === "data") {
-      if (piece.first) st.chunkHash = createHash("sha256");
-      st.chunkHash?.update(piece.bytes);
-      const compressedSize = piece.bytes.length > 0 ? compressFrame(piece.bytes, out) : 0;
-      const frame = {
-        compressedSize,
-        size: piece.bytes.length,
-        first: piece.first,
-        last: piece.last,
-        zeros: false,
-      } as FrameJobResult["frames"][number];
-      if (piece.last) frame.chunkDigest = `sha256:${(st.chunkHash as Hash).digest("hex")}`;
-      result.frames.push(frame);
-    } else {
-      const hash = createHash("sha256");
-      for (let done = 0; done < piece.length; ) {
-        const n = Math.min(MAX_PIECE, piece.length - done);
-        const z = zeros(n);
-        hash.update(z);
-        const frame = {
-          compressedSize: compressFrame(z, out),
-          size: n,
-          first: done === 0,
-          last: done + n === piece.length,
-          zeros: true,
-        } as FrameJobResult["frames"][number];
-        done += n;
-        if (frame.last) frame.chunkDigest = `sha256:${hash.digest("hex")}`;
-        result.frames.push(frame);
-      }
-    }
-  }
+  for (const piece of pieces) processPiece(st, piece, result);
   if (job.final) {
     result.fileDigest = `sha256:${st.fileHash.digest("hex")}`;
     result.crc = st.crc.digest();
@@ -151,16 +164,16 @@ function runJob(job: FrameJob, out: Uint8Array[]): FrameJobResult {
 
 parentPort?.on("message", (req: WorkerRequest) => {
   setLevel(req.level, req.windowLog);
-  const out: Uint8Array[] = [];
-  const results = req.jobs.map((job) => runJob(job, out));
-  let total = 0;
-  for (const f of out) total += f.length;
-  const buffer = new Uint8Array(total);
-  let pos = 0;
-  for (const f of out) {
-    buffer.set(f, pos);
-    pos += f.length;
-  }
+  outPos = 0;
+  const results = req.jobs.map((job) => runJob(job));
+  const buffer = scratch.slice(0, outPos);
   const reply: WorkerReply = { batchId: req.batchId, results, frames: buffer };
-  parentPort?.postMessage(reply, [buffer.buffer]);
+  const transfer: ArrayBuffer[] = [buffer.buffer];
+  // The rollsum chunker keeps views of its input between jobs; otherwise the input is free.
+  const input = req.jobs[0]?.data.buffer;
+  if (input instanceof ArrayBuffer && !req.jobs.some((j) => j.kind === "file" && j.chunking)) {
+    reply.recycled = input;
+    transfer.push(input);
+  }
+  parentPort?.postMessage(reply, transfer);
 });

@@ -50,7 +50,11 @@ describe("zstd:chunked round trip with real tools", () => {
     it(`${name}: zstd -d, TOC verification, tar-split disasm/asm`, async () => {
       const tarPath = archives[name] as string;
       const input = await readFile(tarPath);
-      const { blob, layer } = await encodeToBuffer(tarPath, { compression: "zstd:chunked", level: 3 });
+      const { blob, layer } = await encodeToBuffer(tarPath, {
+        compression: "zstd:chunked",
+        level: 3,
+        chunking: true,
+      });
       assert.equal(layer.diffId, sha(input));
       assert.equal(layer.digest, sha(blob));
       assert.equal(layer.size, blob.length);
