@@ -78,3 +78,48 @@ export async function growingDebianTar(index: number): Promise<string> {
     return target;
   });
 }
+
+/**
+ * An OCI layout holding growing images 0..count-1 as one-layer zstd:chunked
+ * images tagged `g0`, `g1`, …, encoded once and cached (encoding 140 MB takes a
+ * while on a shared machine). `legacyAnnotations` adds the io.containers.* keys
+ * podman 4.3 needs for partial pulls.
+ */
+export async function growingLayout(
+  count: number,
+  opts: { legacyAnnotations?: boolean } = {},
+): Promise<string> {
+  const name = `pull-growing-layout${opts.legacyAnnotations ? "-legacy" : ""}`;
+  const path = join(FIXTURE_DIR, name);
+  const tars: string[] = [];
+  for (let i = 0; i < count; i++) tars.push(await growingDebianTar(i));
+  return withLock(name, async () => {
+    const { openEndpoint } = await import("../../src/image/endpoint.js");
+    const { assembleImage, hostPlatform, writeImage } = await import("../../src/image/assemble.js");
+    const { encodeLayer } = await import("../../src/compress/layer.js");
+    const { readFileChunks } = await import("../../src/tar/index.js");
+    const { parseReference } = await import("../../src/oci/reference.js");
+    for (let i = 0; i < count; i++) {
+      const marker = join(path, `.g${i}.complete`);
+      if (existsSync(marker)) continue;
+      const ref = parseReference(`oci:${path}:g${i}`);
+      const dest = await openEndpoint(ref, { storeDir: join(path, ".unused"), create: true });
+      const { blob, result } = encodeLayer(readFileChunks(tars[i] as string), {
+        compression: "zstd:chunked",
+        legacyAnnotations: opts.legacyAnnotations === true,
+      });
+      result.catch(() => {});
+      await dest.put(blob);
+      const layer = await result;
+      const image = assembleImage({
+        platform: hostPlatform(),
+        layers: [layer],
+        created: "2023-11-14T22:13:20Z",
+      });
+      await writeImage(dest, image, `g${i}`);
+      await dest.close();
+      await (await open(marker, "w")).close();
+    }
+    return path;
+  });
+}
