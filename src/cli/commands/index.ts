@@ -6,6 +6,7 @@ import { registerDigest } from "./digest.js";
 import { registerExport } from "./export.js";
 import { registerImport } from "./import.js";
 import { registerInspect } from "./inspect.js";
+import { registerPull } from "./pull.js";
 import { registerStore } from "./store.js";
 
 /** A command module adds its subcommand(s) to the program; `context()` reads the global options. */
@@ -18,5 +19,6 @@ export const commands: RegisterCommand[] = [
   registerExport,
   registerImport,
   registerInspect,
+  registerPull,
   registerStore,
 ];

@@ -5,6 +5,7 @@ import { fsck } from "../../cas/fsck.js";
 import { gc } from "../../cas/gc.js";
 import { ContentStore } from "../../cas/store.js";
 import { RootstockError } from "../../errors.js";
+import { layerUsage } from "../../layers/usage.js";
 import type { CommandContext } from "../context.js";
 import { formatBytes } from "../progress.js";
 import { table } from "../table.js";
@@ -90,7 +91,9 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
     .description("disk usage: blobs, file objects, metadata")
     .action(async () => {
       const ctx = context();
-      const usage = await du(await openStore(ctx));
+      const opened = await openStore(ctx);
+      const usage = await du(opened);
+      const layers = await layerUsage(opened);
       const row = (name: string, u: { count: number; bytes: number; storedBytes: number }) => [
         name,
         String(u.count),
@@ -106,8 +109,13 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
             row("metadata", usage.meta),
             row("ingest", usage.ingest),
           ],
-        )}\nrefs: ${usage.refs}`,
-        usage,
+        )}\nrefs: ${usage.refs}` +
+          (layers.layers > 0
+            ? `\nlayers: ${layers.layers} recorded, ${layers.files} files, logical ${formatBytes(layers.logicalBytes)}, ` +
+              `stored ${formatBytes(layers.uniqueBytes)} in ${layers.uniqueFiles} file objects (${formatBytes(layers.storedBytes)} on disk), ` +
+              `dedup ${layers.dedupRatio.toFixed(2)}x`
+            : ""),
+        { ...usage, layers },
       );
     });
 };
