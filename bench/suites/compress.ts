@@ -127,7 +127,7 @@ export async function run(): Promise<string> {
     const dec: Measurement[] = [];
     dec.push(
       bytes(
-        await measure("zstd -d | sha256sum", `zstd -q -d -c < ${chunked} | sha256sum && stat -c %s ${tar}`),
+        await measure("zstd -d, sha256sum", `zstd -q -d -c < ${chunked} | sha256sum && stat -c %s ${tar}`),
       ),
     );
     dec.push({
@@ -144,7 +144,7 @@ export async function run(): Promise<string> {
         enc,
         "zstd -3 -T0",
       ),
-      formatTable("decode + verify our zstd:chunked blob", dec, "zstd -d | sha256sum"),
+      formatTable("decode + verify our zstd:chunked blob", dec, "zstd -d, sha256sum"),
     ].join("\n");
   } finally {
     await rm(work, { recursive: true, force: true });

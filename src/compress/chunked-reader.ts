@@ -244,6 +244,9 @@ export async function checkTocMatchesTarSplit(toc: Toc, tarSplit: TarSplitEntry[
   if (!left.done) throw chunkedError(`TOC entry ${JSON.stringify(left.value)} is not in the tar-split`);
 }
 
+/** Idle decoders: a zstd context per file would dominate verification time. */
+const decoders: ZstdStreamDecoder[] = [];
+
 /**
  * Decodes one file from its frames and verifies its sha256 against the TOC.
  * `read` returns the bytes of one range (e.g. from a ranged GET). Zero chunks are
@@ -266,7 +269,9 @@ export async function* decodeFile(file: FileRanges, read: RangeReader): AsyncGen
     const compressed = await read(r.start, r.end);
     const out: Uint8Array[] = [];
     // Only `size` bytes count: a range ending at the next entry's offset may hold more (§9.2).
-    const decoder = new ZstdStreamDecoder(what);
+    const decoder = decoders.pop() ?? new ZstdStreamDecoder(what);
+    decoder.reset();
+    decoder.what = what;
     let taken = 0;
     decoder.write(compressed, (c) => {
       if (taken >= r.size) return;
@@ -274,6 +279,7 @@ export async function* decodeFile(file: FileRanges, read: RangeReader): AsyncGen
       taken += piece.length;
       out.push(piece);
     });
+    if (decoders.length < 4) decoders.push(decoder);
     if (taken !== r.size)
       throw new RootstockError(
         "SIZE_MISMATCH",

@@ -70,7 +70,7 @@ export class ZstdStreamDecoder {
   produced = 0;
 
   constructor(
-    private readonly what: string,
+    public what: string,
     private readonly maxOutput = Number.MAX_SAFE_INTEGER,
     bufSize = 1 << 18,
   ) {
@@ -120,6 +120,13 @@ export class ZstdStreamDecoder {
       sink(this.buf.slice(0, produced));
       this.inFrame = ret !== 0;
     }
+  }
+
+  /** Forgets any partial frame, to decode an unrelated range next. */
+  reset(): void {
+    this.dctx.reset(b.ResetDirective.sessionOnly);
+    this.inFrame = false;
+    this.produced = 0;
   }
 
   /** Checks the input ended on a frame boundary. */
