@@ -6,7 +6,7 @@
  * children whose parent was built in an earlier run.
  */
 import { spawn } from "node:child_process";
-import { lstat, mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { lstat, lutimes, mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { decodeLayer } from "../compress/layer.js";
 import { RootstockError } from "../errors.js";
@@ -127,10 +127,24 @@ export async function unpackImage(
   await mkdir(target);
   for (const [i, layer] of doc.layers.entries()) {
     const diffId = diffIds[i]!;
+    // Directories a layer changes without an entry of their own keep their attributes
+    // (the layer says they did not change): their times are put back after extraction.
+    const keepTimes = new Map<string, { atime: Date; mtime: Date }>();
     if (i > 0) {
+      const named = new Set<string>();
+      const seenParents = new Set<string>();
       // pass 1: deletions this layer makes in the ones below, and directories it replaces
       for await (const entry of readTar(decodeLayer(openLayer(endpoint, layer), layer, diffId))) {
         const name = normalisePath(entry.header.name, `${endpoint.name} layer ${i}`);
+        named.add(name);
+        const parentDir = name.includes("/") ? name.slice(0, name.lastIndexOf("/")) : "";
+        if (parentDir !== "" && !seenParents.has(parentDir)) {
+          seenParents.add(parentDir);
+          const info = (await realParents(target, name))
+            ? await lstat(join(target, parentDir)).catch(() => undefined)
+            : undefined;
+          if (info?.isDirectory()) keepTimes.set(parentDir, { atime: info.atime, mtime: info.mtime });
+        }
         const opaque = opaqueDirectory(name);
         const gone = whiteoutTarget(name);
         if (opaque !== undefined) {
@@ -145,6 +159,7 @@ export async function unpackImage(
           if (info?.isDirectory()) await removeInside(target, name);
         }
       }
+      for (const dir of named) keepTimes.delete(dir);
     }
     // pass 2: the layer's content
     await extractTar(
@@ -153,6 +168,9 @@ export async function unpackImage(
       progress,
       options.signal,
     );
+    for (const [dir, times] of keepTimes) {
+      if (await realParents(target, `${dir}/x`)) await lutimes(join(target, dir), times.atime, times.mtime);
+    }
   }
 }
 
@@ -170,6 +188,9 @@ async function extractTar(
     "--xattrs",
     "--xattrs-include=*",
     "--numeric-owner",
+    // directory times at the very end: GNU tar's default restores a directory's time when
+    // it thinks the directory is done, which entries sorted by name bytes can defeat
+    "--delay-directory-restore",
     "--exclude=.wh.*",
     "-f",
     "-",

@@ -45,8 +45,24 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
     .command("gc")
     .description("delete everything no ref reaches (blobs, file objects, metadata, stale ingest files)")
     .option("-n, --dry-run", "report what would be deleted, delete nothing")
-    .action(async (opts: { dryRun?: boolean }) => {
+    .option(
+      "--keep-pre-merge <age>",
+      "first delete pre-merge tags (pre-…) set longer ago than this (e.g. 14d)",
+    )
+    .action(async (opts: { dryRun?: boolean; keepPreMerge?: string }) => {
       const ctx = context();
+      if (opts.keepPreMerge !== undefined) {
+        const { expirePreMerge, parseAge } = await import("../../build/channels.js");
+        const expired = await expirePreMerge(await openStore(ctx), parseAge(opts.keepPreMerge), {
+          dryRun: opts.dryRun === true,
+        });
+        for (const t of expired) {
+          ctx.progress({
+            type: "note",
+            message: `${opts.dryRun ? "would untag" : "untagged"} ${t.repository}:${t.tag} (${(t.ageMs / 86_400_000).toFixed(1)} days old)`,
+          });
+        }
+      }
       const report = await gc(await openStore(ctx), { dryRun: opts.dryRun === true, progress: ctx.progress });
       ctx.progress.finish();
       const verb = report.dryRun ? "would free" : "freed";
