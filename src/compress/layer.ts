@@ -269,10 +269,11 @@ export async function* decodeLayer(
   const got = blobDigest.digest();
   if (got !== desc.digest)
     throw new RootstockError("DIGEST_MISMATCH", `layer ${desc.digest}: blob hashes to ${got}`);
-  if (diffId && tarDigest.digest() !== diffId) {
+  const tarGot = tarDigest.digest(); // a hash can be finished only once
+  if (diffId && tarGot !== diffId) {
     throw new RootstockError(
       "DIGEST_MISMATCH",
-      `layer ${desc.digest}: tar hashes to ${tarDigest.digest()}, diff_id says ${diffId}`,
+      `layer ${desc.digest}: tar hashes to ${tarGot}, diff_id says ${diffId}`,
     );
   }
 }
