@@ -123,3 +123,38 @@ export async function growingLayout(
     return path;
   });
 }
+
+/** An OCI layout holding the reference rootfs as one zstd:chunked layer (legacy keys too), tag `ref`. */
+export async function referenceLayout(): Promise<string> {
+  const { debianRootfsTar } = await import("../helpers/fixtures.js");
+  const tar = await debianRootfsTar("reference");
+  const path = join(FIXTURE_DIR, "pull-reference-layout");
+  return withLock("pull-reference-layout", async () => {
+    const marker = join(path, ".ref.complete");
+    if (existsSync(marker)) return path;
+    const { openEndpoint } = await import("../../src/image/endpoint.js");
+    const { assembleImage, hostPlatform, writeImage } = await import("../../src/image/assemble.js");
+    const { encodeLayer } = await import("../../src/compress/layer.js");
+    const { readFileChunks } = await import("../../src/tar/index.js");
+    const { parseReference } = await import("../../src/oci/reference.js");
+    const dest = await openEndpoint(parseReference(`oci:${path}:ref`), {
+      storeDir: join(path, ".unused"),
+      create: true,
+    });
+    const { blob, result } = encodeLayer(readFileChunks(tar), {
+      compression: "zstd:chunked",
+      legacyAnnotations: true,
+    });
+    result.catch(() => {});
+    await dest.put(blob);
+    const layer = await result;
+    await writeImage(
+      dest,
+      assembleImage({ platform: hostPlatform(), layers: [layer], created: "2023-11-14T22:13:20Z" }),
+      "ref",
+    );
+    await dest.close();
+    await (await open(marker, "w")).close();
+    return path;
+  });
+}

@@ -1,0 +1,191 @@
+/**
+ * `npm run bench -- pull` (and the pull half of `pull-export`): rootstock pull next
+ * to podman 4.3 with partial pulls enabled, both from the same docker-registry on
+ * 127.0.0.1, bytes counted in the registry's access log.
+ *
+ * 1. Full pull of the reference rootfs (zstd:chunked, legacy keys so podman 4.3
+ *    pulls it partially too) into empty stores. Goal: at most podman's time, peak
+ *    RSS under 300 MB.
+ * 2. Ten growing Debian images (essential, then one small package more each time)
+ *    pulled in turn into one store each: bytes fetched and wall time per update,
+ *    against the changed files' frames + TOC + tar-split (the done-when bound:
+ *    1.05x), and the store's size against the unique file content (bound: 1.1x).
+ */
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { du } from "../../src/cas/du.js";
+import { ContentStore } from "../../src/cas/store.js";
+import { fileRangeReader, readChunkedMetadata } from "../../src/compress/chunked-reader.js";
+import { SKIPPABLE_HEADER_SIZE } from "../../src/compress/footer.js";
+import { fileRanges } from "../../src/compress/toc.js";
+import { copyImage } from "../../src/image/copy.js";
+import { openEndpoint } from "../../src/image/endpoint.js";
+import { readImage } from "../../src/layout/image.js";
+import { OciLayout } from "../../src/layout/layout.js";
+import type { Digest } from "../../src/oci/digest.js";
+import { parseReference } from "../../src/oci/reference.js";
+import { startRegistry, type TestRegistry } from "../../test/helpers/registry.js";
+import { growingLayout, referenceLayout } from "../../test/pull/fixtures.js";
+import { formatTable, type Measurement, measure, ourOp } from "../lib.js";
+
+const GROWING = Number(process.env.PULL_BENCH_IMAGES ?? 10);
+
+interface LayerFacts {
+  digest: Digest;
+  files: Map<Digest, [number, number]>;
+  metadataBytes: number;
+}
+
+async function layerFacts(layoutPath: string, tag: string): Promise<LayerFacts> {
+  const layout = await OciLayout.open(layoutPath);
+  const image = await readImage(layout, await layout.resolve(tag));
+  const layer = image.manifest.layers[0]!;
+  const reader = await fileRangeReader(layout.blobPath(layer.digest));
+  try {
+    const meta = await readChunkedMetadata(reader.read, layer);
+    if (!meta?.tarSplit) throw new Error(`${tag}: not a generation-E zstd:chunked layer`);
+    const files = new Map<Digest, [number, number]>();
+    for (const f of fileRanges(meta.toc, meta.positions.tocOffset - SKIPPABLE_HEADER_SIZE)) {
+      let compressed = 0;
+      for (const r of f.ranges) if (!r.zeros) compressed += r.end - r.start;
+      files.set(f.entry.digest as Digest, [f.entry.size ?? 0, compressed]);
+    }
+    const ts = meta.positions.tarSplit!;
+    return { digest: layer.digest, files, metadataBytes: ts.offset + ts.length - meta.positions.tocOffset };
+  } finally {
+    await reader.close();
+  }
+}
+
+/** podman 4.3 with the peers.md wrapper: private mount namespace, no network, temp storage, partial pulls. */
+async function podmanEnv(dir: string, reg: TestRegistry): Promise<{ env: NodeJS.ProcessEnv; cmd: string }> {
+  const conf = join(dir, "conf");
+  await mkdir(conf, { recursive: true });
+  await writeFile(join(conf, "registries.conf"), `[[registry]]\nlocation = "${reg.host}"\ninsecure = true\n`);
+  await writeFile(
+    join(conf, "storage.conf"),
+    `[storage]\ndriver = "overlay"\ngraphroot = "${join(dir, "graph")}"\nrunroot = "${join(dir, "run")}"\n` +
+      `[storage.options]\npull_options = {enable_partial_images = "true", use_hard_links = "false", ostree_repos = ""}\n`,
+  );
+  await writeFile(
+    join(conf, "containers.conf"),
+    `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n`,
+  );
+  const env = {
+    ...process.env,
+    CONTAINERS_REGISTRIES_CONF: join(conf, "registries.conf"),
+    CONTAINERS_STORAGE_CONF: join(conf, "storage.conf"),
+    CONTAINERS_CONF: join(conf, "containers.conf"),
+  };
+  const cmd = `unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"' podman`;
+  return { env, cmd };
+}
+
+async function logLength(reg: TestRegistry): Promise<number> {
+  return (await reg.accessLog()).length;
+}
+
+async function blobBytesSince(reg: TestRegistry, from: number, digest?: Digest): Promise<number> {
+  return (await reg.accessLog())
+    .slice(from)
+    .filter((e) => e.method === "GET" && e.path.includes("/blobs/") && (!digest || e.path.endsWith(digest)))
+    .reduce((n, e) => n + e.bytes, 0);
+}
+
+async function push(reg: TestRegistry, layout: string, tag: string, repo: string): Promise<void> {
+  const src = await openEndpoint(parseReference(`oci:${layout}:${tag}`), { storeDir: "/nonexistent" });
+  const dst = await openEndpoint(parseReference(`docker://${reg.host}/${repo}:${tag}`), {
+    storeDir: "/nonexistent",
+  });
+  await copyImage(src, dst, tag);
+  await dst.close();
+}
+
+async function storeBytes(dir: string): Promise<number> {
+  const u = await du(await ContentStore.open(dir));
+  return u.files.bytes + u.blobs.bytes + u.meta.bytes;
+}
+
+export async function run(): Promise<string> {
+  const out: string[] = [];
+  const work = await mkdtemp(join(tmpdir(), "rootstock-bench-pull-"));
+  const reg = await startRegistry();
+  try {
+    // 1. Full pull of the reference rootfs.
+    const refLayout = await referenceLayout();
+    await push(reg, refLayout, "ref", "reference");
+    const image = `${reg.host}/reference:ref`;
+    const full: Measurement[] = [];
+    for (let round = 0; round < 2; round++) {
+      const storeDir = join(work, `full-store-${round}`);
+      let from = await logLength(reg);
+      const ours = await measure(
+        "rootstock pull (empty store)",
+        ourOp("pull-image", storeDir, `docker://${image}`),
+      );
+      full.push({ ...ours, bytes: await blobBytesSince(reg, from), note: `round ${round + 1}` });
+      const pdir = join(work, `podman-full-${round}`);
+      const { env, cmd } = await podmanEnv(pdir, reg);
+      from = await logLength(reg);
+      const theirs = await measure("podman pull (partial pulls on)", `${cmd} pull -q ${image}`, { env });
+      full.push({ ...theirs, bytes: await blobBytesSince(reg, from), note: `round ${round + 1}` });
+      await rm(storeDir, { recursive: true, force: true });
+      await measure("cleanup", `${cmd} rmi -a -f >/dev/null 2>&1; rm -rf ${pdir}`, { env }).catch(
+        () => undefined,
+      );
+    }
+    out.push(
+      formatTable("pull: reference rootfs, zstd:chunked, empty store (bytes = registry blob bytes)", full),
+    );
+
+    // 2. Ten growing images, pulled in turn.
+    const growing = await growingLayout(GROWING, { legacyAnnotations: true });
+    const facts: LayerFacts[] = [];
+    for (let i = 0; i < GROWING; i++) {
+      await push(reg, growing, `g${i}`, "growing");
+      facts.push(await layerFacts(growing, `g${i}`));
+    }
+    const storeDir = join(work, "growing-store");
+    const { env, cmd } = await podmanEnv(join(work, "podman-growing"), reg);
+    const rows: Measurement[] = [];
+    const seen = new Map<Digest, number>();
+    let worst = 0;
+    for (let i = 0; i < GROWING; i++) {
+      const f = facts[i]!;
+      let expected = f.metadataBytes;
+      for (const [d, [size, compressed]] of f.files) {
+        if (!seen.has(d)) expected += compressed;
+        seen.set(d, size);
+      }
+      const ref = `${reg.host}/growing:g${i}`;
+      let from = await logLength(reg);
+      const ours = await measure(`rootstock g${i}`, ourOp("pull-image", storeDir, `docker://${ref}`));
+      const ourBytes = await blobBytesSince(reg, from, f.digest);
+      if (i > 0) worst = Math.max(worst, ourBytes / expected);
+      rows.push({
+        ...ours,
+        bytes: ourBytes,
+        note: i === 0 ? "first" : `${(ourBytes / expected).toFixed(3)}x changed+meta (${expected})`,
+      });
+      from = await logLength(reg);
+      const theirs = await measure(`podman g${i}`, `${cmd} pull -q ${ref}`, { env });
+      rows.push({ ...theirs, bytes: await blobBytesSince(reg, from, f.digest) });
+    }
+    const unique = [...seen.values()].reduce((a, b) => a + b, 0);
+    const stored = await storeBytes(storeDir);
+    out.push(
+      formatTable(
+        `pull: ${GROWING} growing Debian images in turn (bytes = layer blob bytes from the registry log)`,
+        rows,
+      ) +
+        `\n\nworst update: ${worst.toFixed(3)}x (changed files' frames + TOC + tar-split; bound 1.05x)` +
+        `\nstore: ${stored.toLocaleString("en-US")} bytes for ${unique.toLocaleString("en-US")} bytes of unique file content: ${(stored / unique).toFixed(3)}x (bound 1.1x)`,
+    );
+    await measure("cleanup", `${cmd} rmi -a -f >/dev/null 2>&1`, { env }).catch(() => undefined);
+  } finally {
+    await reg.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+  return out.join("\n");
+}
