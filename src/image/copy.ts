@@ -56,11 +56,20 @@ export function layerFormat(desc: Descriptor): Compression | undefined {
   return c;
 }
 
-export async function copyImage(
+export function copyImage(
   source: Endpoint,
   destination: Endpoint,
   tag: string | undefined,
   opts: CopyOptions = {},
+): Promise<CopyReport> {
+  return destination.withWrites(() => copyUnderLease(source, destination, tag, opts));
+}
+
+async function copyUnderLease(
+  source: Endpoint,
+  destination: Endpoint,
+  tag: string | undefined,
+  opts: CopyOptions,
 ): Promise<CopyReport> {
   const progress = opts.progress ?? silentProgress;
   const report: CopyReport = {

@@ -41,6 +41,11 @@ export interface Endpoint extends BlobSource, BlobSink {
    * digests it trusts, as zstd:chunked readers do).
    */
   readRange(digest: Digest, start: number, end: number): Promise<Uint8Array>;
+  /**
+   * Runs a group of writes (blobs, then the manifest and tag that reference them) so a
+   * concurrent gc cannot collect the first before the last lands (the store's lease).
+   */
+  withWrites<T>(fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -64,11 +69,18 @@ export async function openEndpoint(ref: ImageReference, opts: EndpointOptions): 
         store.repository(ref.repository),
         { tag: ref.tag },
         (d) => store.blobPath(d),
+        (fn) => store.withLease(fn),
       );
     }
     case "oci": {
       const layout = await OciLayout.open(ref.path, { create: opts.create === true });
-      return repositoryEndpoint(formatReference(ref), layout, { tag: ref.tag }, (d) => layout.blobPath(d));
+      return repositoryEndpoint(
+        formatReference(ref),
+        layout,
+        { tag: ref.tag },
+        (d) => layout.blobPath(d),
+        (fn) => fn(),
+      );
     }
     case "docker": {
       const client = registryClient(ref.registry, opts.registry);
@@ -104,6 +116,7 @@ function repositoryEndpoint(
   repo: TaggedRepository,
   target: { tag?: string; digest?: Digest },
   blobPath: (digest: Digest) => string,
+  withWrites: <T>(fn: () => Promise<T>) => Promise<T>,
 ): Endpoint {
   return {
     name,
@@ -131,6 +144,7 @@ function repositoryEndpoint(
       const put = await repo.put(await source.open(blob), blob);
       return put.existed ? "exists" : "uploaded";
     },
+    withWrites,
     async readRange(digest, start, end) {
       const handle = await open(blobPath(digest)).catch((err: NodeJS.ErrnoException) => {
         throw err.code === "ENOENT"
@@ -256,6 +270,10 @@ class RegistryEndpoint implements Endpoint {
       buf.set(part.bytes, part.range.offset - start);
     }
     return buf;
+  }
+
+  withWrites<T>(fn: () => Promise<T>): Promise<T> {
+    return fn();
   }
 
   get host(): string {

@@ -46,11 +46,20 @@ async function* counted(
   }
 }
 
-export async function importTarball(
+export function importTarball(
   tarPath: string,
   destination: Endpoint,
   tag: string,
   opts: ImportOptions = {},
+): Promise<ImportSummary> {
+  return destination.withWrites(() => importUnderLease(tarPath, destination, tag, opts));
+}
+
+async function importUnderLease(
+  tarPath: string,
+  destination: Endpoint,
+  tag: string,
+  opts: ImportOptions,
 ): Promise<ImportSummary> {
   const progress = opts.progress ?? silentProgress;
   const total = (await stat(tarPath)).size;
