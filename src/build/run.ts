@@ -331,7 +331,10 @@ async function buildOne(
       env: node.config.env,
       sourceDateEpoch: epoch,
       ...(opts.debCache && node.script.packages.length > 0
-        ? { debCache: join(opts.debCache, `apt-${node.arch.debian}`) }
+        ? {
+            debCache: join(opts.debCache, `apt-${node.arch.debian}`),
+            aptListsCache: join(opts.debCache, `apt-lists-${node.arch.debian}`),
+          }
         : {}),
       ...common,
     });

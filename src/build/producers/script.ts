@@ -37,6 +37,12 @@ export interface ScriptProducer {
    * downloads into it and nothing of it lands in the image.
    */
   debCache?: string;
+  /**
+   * A host directory for apt's package lists, bind-mounted over /var/lib/apt/lists
+   * the same way: `apt-get update` then only checks the mirror's Release file when
+   * nothing changed. One build at a time per directory (apt locks it).
+   */
+  aptListsCache?: string;
   progress?: ProgressSink;
   signal?: AbortSignal;
 }
@@ -46,7 +52,10 @@ function q(value: string): string {
 }
 
 /** The shell driver run inside the chroot (pure, so its text is testable). */
-export function scriptDriver(step: ScriptStep, options: { keepDebs?: boolean } = {}): string {
+export function scriptDriver(
+  step: ScriptStep,
+  options: { keepDebs?: boolean; keepLists?: boolean } = {},
+): string {
   const lines = ["set -eu", `step() { printf '${STEP_MARKER}%s\\n' "$1" >&2; }`];
   if (step.packages.length > 0) {
     lines.push(
@@ -59,7 +68,7 @@ export function scriptDriver(step: ScriptStep, options: { keepDebs?: boolean } =
       `apt-get install -y -qq --no-install-recommends -- ${step.packages.map(q).join(" ")}`,
       // with a .deb cache mounted, clean only apt's own caches (the .debs are the cache's)
       options.keepDebs ? "rm -f /var/cache/apt/*.bin" : "apt-get clean",
-      "rm -rf /var/lib/apt/lists/*",
+      ...(options.keepLists ? [] : ["rm -rf /var/lib/apt/lists/*"]),
       'if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi',
     );
   }
@@ -98,6 +107,9 @@ ln -s /proc/self/fd/1 "$R/dev/stdout"; ln -s /proc/self/fd/2 "$R/dev/stderr"
 # the .deb cache (checked to be a real directory in the root by the caller)
 if [ -n "\${ROOTSTOCK_DEB_CACHE:-}" ]; then
   mount --bind "$ROOTSTOCK_DEB_CACHE" "$R/var/cache/apt/archives"
+fi
+if [ -n "\${ROOTSTOCK_APT_LISTS:-}" ]; then
+  mount --bind "$ROOTSTOCK_APT_LISTS" "$R/var/lib/apt/lists"
 fi
 # a copy of the host's resolv.conf: a script writing to it never reaches the host
 if [ -f "$R/etc/resolv.conf" ] && [ ! -L "$R/etc/resolv.conf" ] && [ -f "$R${STAGING_DIR}/resolv.conf" ]; then
@@ -157,7 +169,19 @@ export async function produceScript(p: ScriptProducer): Promise<void> {
         parent = join(parent, part);
       }
     }
-    await writeFile(join(staging, "run.sh"), scriptDriver(p.step, { keepDebs: useCache }));
+    const useLists = p.aptListsCache !== undefined && p.step.packages.length > 0;
+    if (useLists) {
+      await mkdir(join(p.aptListsCache!, "partial"), { recursive: true });
+      let parent = p.rootfs;
+      for (const part of ["var", "lib", "apt", "lists"]) {
+        await ensureDirectory(parent, part);
+        parent = join(parent, part);
+      }
+    }
+    await writeFile(
+      join(staging, "run.sh"),
+      scriptDriver(p.step, { keepDebs: useCache, keepLists: useLists }),
+    );
     const hostResolv = await readFile("/etc/resolv.conf").catch(() => undefined);
     if (hostResolv) await writeFile(join(staging, "resolv.conf"), hostResolv, { mode: 0o644 });
     for (const dir of ["proc", "sys", "dev"]) if (await ensureDirectory(p.rootfs, dir)) created.push(dir);
@@ -181,7 +205,11 @@ export async function produceScript(p: ScriptProducer): Promise<void> {
     progress({ type: "start", id, label: "run steps in chroot" });
     await runTool({
       what: "script producer",
-      env: { ...process.env, ROOTSTOCK_DEB_CACHE: useCache ? p.debCache! : "" },
+      env: {
+        ...process.env,
+        ROOTSTOCK_DEB_CACHE: useCache ? p.debCache! : "",
+        ROOTSTOCK_APT_LISTS: useLists ? p.aptListsCache! : "",
+      },
       argv: [
         "unshare",
         "--mount",
