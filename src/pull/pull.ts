@@ -328,7 +328,9 @@ async function explodeFull(
       yield c;
     }
   }
-  const result = await explodeLayer(store, decodeLayer(counted(), layer, diffId), layerBlob(layer), diffId);
+  const result = await explodeLayer(store, decodeLayer(counted(), layer, diffId), layerBlob(layer), diffId, {
+    streamChecksDiffId: true,
+  });
   if (report.action !== "local") report.bytesRead += read;
   report.files = result.files;
   report.filesFetched = result.newFiles;
