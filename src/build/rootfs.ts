@@ -37,8 +37,22 @@ export const UNREPRODUCIBLE_FILES = [
   "etc/hostname",
 ];
 
-/** Removes UNREPRODUCIBLE_FILES (never through a symlinked parent) and empties /etc/machine-id. */
-export async function makeReproducible(rootfs: string): Promise<void> {
+/**
+ * Directories whose time depends on the .deb cache, not on the inputs: mmdebstrap's
+ * sync-in copies the cache's own `partial/` over the one apt made. They get the epoch.
+ */
+export const CACHE_DIRECTORIES = ["var/cache/apt/archives/partial"];
+
+/**
+ * Removes UNREPRODUCIBLE_FILES (never through a symlinked parent), empties
+ * /etc/machine-id and sets CACHE_DIRECTORIES' times to `epoch`.
+ */
+export async function makeReproducible(rootfs: string, epoch: number): Promise<void> {
+  for (const rel of CACHE_DIRECTORIES) {
+    if (!(await realParents(rootfs, rel))) continue;
+    const info = await lstat(join(rootfs, rel)).catch(() => undefined);
+    if (info?.isDirectory()) await lutimes(join(rootfs, rel), epoch, epoch);
+  }
   for (const rel of UNREPRODUCIBLE_FILES) {
     if (!(await realParents(rootfs, rel))) continue;
     const info = await lstat(join(rootfs, rel)).catch(() => undefined);

@@ -339,7 +339,7 @@ async function buildOne(
       ...common,
     });
   }
-  await makeReproducible(rootfs);
+  await makeReproducible(rootfs, epoch);
 
   // 3. the layer: what changed over the parent's tree, times clamped as the layer keeps them
   const { tree } = await scan(rootfs, { hash: parent !== undefined, progress });

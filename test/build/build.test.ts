@@ -151,7 +151,7 @@ describe("build: tarball base → script child", { skip: !isRoot && "needs root 
         baseDir: dir,
         sourceDateEpoch: DEFAULT_SOURCE_DATE_EPOCH,
       });
-      await makeReproducible(expected);
+      await makeReproducible(expected, DEFAULT_SOURCE_DATE_EPOCH);
       const expectedTree = (await scan(expected)).tree;
       clampTreeTimes(expectedTree, DEFAULT_SOURCE_DATE_EPOCH);
       const unpacked = join(dir, "unpacked");
