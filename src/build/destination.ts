@@ -7,10 +7,13 @@
  */
 import { join } from "node:path";
 import { RootstockError } from "../errors.js";
-import { type Endpoint, type EndpointOptions, openEndpoint } from "../image/endpoint.js";
+import type { Endpoint, EndpointOptions } from "../image/endpoint.js";
 import { parseReference } from "../oci/reference.js";
 import { parseImageConfig, parseManifest } from "../oci/types.js";
-import type { DestinationState } from "./plan.js";
+import type { Graph } from "./graph.js";
+import { hashInputFiles } from "./inputs.js";
+import { type DestinationState, type Plan, plan } from "./plan.js";
+import type { Channel } from "./tags.js";
 import { INPUTS_LABEL, type InputRecord, parseInputRecord } from "./tags.js";
 
 /** The moving tag naming a repository's last post-merge image (set by build and promote). */
@@ -64,8 +67,11 @@ export function parseDestination(text: string, endpoint: EndpointOptions): Desti
     text,
     kind,
     reference,
-    open: (repository, tag) =>
-      openEndpoint(parseReference(reference(repository, tag)), { ...endpoint, create: true }),
+    async open(repository, tag) {
+      // loaded on use: plan on the store never needs the registry client
+      const { openEndpoint } = await import("../image/endpoint.js");
+      return openEndpoint(parseReference(reference(repository, tag)), { ...endpoint, create: true });
+    },
     async tags(repository) {
       const ref = parseReference(reference(repository, "t"));
       if (ref.transport === "store") {
@@ -132,4 +138,21 @@ export async function readDestinationState(
     }),
   );
   return state;
+}
+
+/** Plans against the destination: hashes the input files and reads tags and last records. */
+export async function planBuild(
+  graph: Graph,
+  baseDir: string,
+  destination: Destination,
+  channel: Channel,
+): Promise<Plan> {
+  const [files, state] = await Promise.all([
+    hashInputFiles(graph, baseDir),
+    readDestinationState(
+      destination,
+      [...graph.images.values()].map((n) => n.repository),
+    ),
+  ]);
+  return plan(graph, files, state, { channel });
 }

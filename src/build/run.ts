@@ -22,15 +22,17 @@ import type { Descriptor, History } from "../oci/types.js";
 import { parseIndex } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { diff, directoryContent, scan, type Tree, treeAsLayer, writeLayer } from "../tree/index.js";
-import { type Destination, LATEST_TAG, readDestinationState, readImage } from "./destination.js";
+import { type Destination, LATEST_TAG, planBuild, readImage } from "./destination.js";
 import type { Graph, ImageNode } from "./graph.js";
-import { hashInputFiles } from "./inputs.js";
-import { type Plan, type PlannedImage, plan } from "./plan.js";
+import type { Plan, PlannedImage } from "./plan.js";
 import { type ImageUnpacker, produceImport } from "./producers/import.js";
 import { produceMmdebstrap } from "./producers/mmdebstrap.js";
 import { removeTree } from "./producers/mounts.js";
 import { produceScript } from "./producers/script.js";
 import { clampTreeTimes, copyRootfs, makeReproducible, unpackImage } from "./rootfs.js";
+
+export { planBuild } from "./destination.js";
+
 import { type Channel, channelTag, formatInputRecord, INPUTS_LABEL } from "./tags.js";
 
 /** The config label naming the parent image's manifest digest. */
@@ -100,23 +102,6 @@ interface ParentState {
   rootfs?: { dir: string; tree: Tree };
   /** Children still to build from this directory; the last one may take it over. */
   pendingChildren: number;
-}
-
-/** Plans against the destination: hashes the input files and reads tags and last records. */
-export async function planBuild(
-  graph: Graph,
-  baseDir: string,
-  destination: Destination,
-  channel: Channel,
-): Promise<Plan> {
-  const [files, state] = await Promise.all([
-    hashInputFiles(graph, baseDir),
-    readDestinationState(
-      destination,
-      [...graph.images.values()].map((n) => n.repository),
-    ),
-  ]);
-  return plan(graph, files, state, { channel });
 }
 
 /** The selected ids plus every ancestor the plan does not keep (a child needs its parent at the destination). */

@@ -179,7 +179,7 @@ export const registerBuild: RegisterCommand = (program, context) => {
     .action(async (args: string[], opts: GraphOptions) => {
       const ctx = context();
       const { graph, baseDir, select } = await loadSelection(args, opts);
-      const { planBuild } = await import("../../build/run.js");
+      const { planBuild } = await import("../../build/destination.js");
       const { formatPlan } = await import("../../build/plan.js");
       const p = await planBuild(graph, baseDir, await destinationOf(ctx, opts.to), await channelOf(opts));
       const shown = select ? { ...p, images: p.images.filter((i) => select.includes(i.id)) } : p;
@@ -242,7 +242,7 @@ export const registerBuild: RegisterCommand = (program, context) => {
       ) => {
         const ctx = context();
         const { graph, baseDir } = await loadSelection(file ? [file] : [], { file: undefined });
-        const { planBuild } = await import("../../build/run.js");
+        const { planBuild } = await import("../../build/destination.js");
         const { generateGitlabCi } = await import("../../build/ci-gitlab.js");
         const registry = opts.to ?? process.env.CI_REGISTRY_IMAGE;
         if (!registry)
