@@ -1,22 +1,34 @@
 /**
- * Exports of the reference root filesystem against the peer tools: a hardlink
- * directory checkout (goal: within 2x of `ostree checkout -H`), a copying one, and a
- * cpio newc archive against `find | cpio -o -H newc`. Entries come from a manifest
- * prepared before timing (scan + entriesFromTree), with the rootfs itself standing
- * in for the cas (its files already carry their metadata, as bare ostree objects do).
+ * `npm run bench -- export` (and the export half of `pull-export`): exports of the
+ * reference root filesystem as an image in the store, next to the peer tools.
+ *
+ * - dir: `rootstock export` hardlinking from the farm (the common path: the image
+ *   was exported before, so its layer has a record and the farm holds its objects)
+ *   vs `ostree checkout -H` (goal: within 2x), `podman export | tar -x`, `umoci
+ *   unpack` (gzip layout), `cp -al`; the first export (explode + farm) and `--copy`
+ *   shown for what they cost.
+ * - tar: `rootstock export --format tar` vs `tar -c` of the rootfs directory
+ *   (goal: within 1.3x); tar.zst vs `tar -c | zstd -3 -T0`; cpio vs GNU cpio.
+ *
+ * Each of our operations runs twice: through tsx (what `npm run rootstock` does:
+ * TypeScript compiled at startup) and as one esbuild bundle (what an installed
+ * rootstock runs: no transpiling, one file to load), to separate startup from work.
+ * Entry-manifest ops (export-dir, export-cpio) read a JSON entry list prepared
+ * before timing: the writers alone.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { ExportEntry } from "../../src/export/entry.js";
-import { entriesFromTree } from "../../src/export/from-tree.js";
-import { scan } from "../../src/tree/index.js";
-import { debianRootfsDir } from "../../test/helpers/fixtures.js";
+import { openEndpoint } from "../../src/image/endpoint.js";
+import { importTarball } from "../../src/image/import.js";
+import { parseReference } from "../../src/oci/reference.js";
+import { debianRootfsDir, debianRootfsTar } from "../../test/helpers/fixtures.js";
 import { formatTable, type Measurement, measure, ourOp } from "../lib.js";
 
 const sh = promisify(execFile);
+const ROOT = new URL("../../", import.meta.url).pathname;
 
 /** Entries as JSON (xattr values in hex) so the measured process only parses them. */
 export function entriesToManifest(entries: ExportEntry[]): string {
@@ -36,14 +48,79 @@ export function entriesFromManifest(json: string): ExportEntry[] {
   }));
 }
 
+/** One ESM file for an op (node_modules stay external; the file sits under node_modules/.cache to resolve them). */
+async function bundle(op: string): Promise<string[]> {
+  const out = join(ROOT, "node_modules/.cache/rootstock-bench", `${op}.mjs`);
+  await sh(join(ROOT, "node_modules/.bin/esbuild"), [
+    join(ROOT, "bench/ops", `${op}.ts`),
+    "--bundle",
+    "--platform=node",
+    "--format=esm",
+    "--packages=external",
+    "--log-level=error",
+    `--outfile=${out}`,
+  ]);
+  return [process.execPath, out];
+}
+
+const PODMAN_WRAPPER = `exec unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"' podman "$@"`;
+
+async function podmanSetup(work: string): Promise<{ env: NodeJS.ProcessEnv; podman: string }> {
+  const dir = join(work, "podman");
+  await mkdir(dir);
+  await writeFile(
+    join(dir, "containers.conf"),
+    '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n',
+  );
+  await writeFile(
+    join(dir, "storage.conf"),
+    `[storage]\ndriver = "overlay"\nrunroot = "${dir}/run"\ngraphroot = "${dir}/graph"\n`,
+  );
+  const podman = join(dir, "podman.sh");
+  await writeFile(podman, `#!/bin/sh\n${PODMAN_WRAPPER}\n`, { mode: 0o755 });
+  return {
+    podman,
+    env: {
+      ...process.env,
+      CONTAINERS_CONF: join(dir, "containers.conf"),
+      CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
+    },
+  };
+}
+
 export async function run(): Promise<string> {
   const rootfs = await debianRootfsDir("reference");
-  const work = await mkdtemp(join(tmpdir(), "rootstock-bench-export-"));
+  const rootfsTar = await debianRootfsTar("reference");
+  const work = await mkdtemp("/var/tmp/rootstock-bench-export-");
+  const store = join(work, "store");
+  const ref = "store:ref:bench";
+  const tables: string[] = [];
   try {
-    const { tree } = await scan(rootfs, { hash: false });
-    const entries = entriesFromTree(tree, (path) => ({ kind: "path", path: join(rootfs, path) }));
-    const manifest = join(work, "manifest.json");
-    await writeFile(manifest, entriesToManifest(entries));
+    // ---- setup, untimed -----------------------------------------------------------
+    const dest = await openEndpoint(parseReference(ref), { storeDir: store });
+    const imported = await importTarball(rootfsTar, dest, "bench");
+    await dest.close();
+    await sh(process.execPath, [
+      join(ROOT, "bin/rootstock.js"),
+      "--store",
+      store,
+      "-q",
+      "copy",
+      ref,
+      `oci:${join(work, "layout")}:ref`,
+    ]);
+    await sh(process.execPath, [
+      join(ROOT, "bin/rootstock.js"),
+      "--store",
+      store,
+      "-q",
+      "copy",
+      "--compression",
+      "gzip",
+      ref,
+      `oci:${join(work, "gzip")}:ref`,
+    ]);
+    const bundled = await bundle("export-image");
     // ostree cannot commit device nodes: commit a hardlinked copy of the rootfs without them.
     const noDevices = join(work, "nodev");
     await sh("sh", [
@@ -53,35 +130,113 @@ export async function run(): Promise<string> {
     const repo = join(work, "repo");
     await sh("ostree", [`--repo=${repo}`, "init", "--mode=bare"]);
     await sh("ostree", [`--repo=${repo}`, "commit", "--branch=b", `--tree=dir=${noDevices}`]);
+    const pm = await podmanSetup(work);
+    const pulled = await sh(pm.podman, ["pull", "-q", `oci:${join(work, "layout")}:ref`], { env: pm.env });
+    const imageId = pulled.stdout.trim().split("\n").pop()!;
+    const container = (await sh(pm.podman, ["create", imageId, "true"], { env: pm.env })).stdout.trim();
 
+    // ---- dir ----------------------------------------------------------------------
+    const out = (name: string) => join(work, "out", name);
+    await mkdir(join(work, "out"));
     const dir: Measurement[] = [];
-    dir.push(
-      await measure("ostree checkout -H", `ostree --repo=${repo} checkout -H b ${join(work, "ostree-out")}`),
+    const first = await measure(
+      "rootstock export dir, first (explode + farm)",
+      ourOp("export-image", store, ref, "dir", out("first")),
     );
-    dir.push(await measure("cp -al", `cp -al ${rootfs} ${join(work, "cp-al")}`));
-    const ours = await measure(
-      "rootstock export dir (hardlink)",
-      ourOp("export-dir", manifest, join(work, "ours-h"), "hardlink"),
-    );
-    dir.push({ ...ours, note: `${entries.length} entries` });
-    dir.push(await measure("cp -a", `cp -a ${rootfs} ${join(work, "cp-a")}`));
+    dir.push({ ...first, note: "once per image: layer exploded into the store, farm objects made" });
+    dir.push(await measure("ostree checkout -H", `ostree --repo=${repo} checkout -H b ${out("ostree")}`));
+    dir.push({
+      ...(await measure("rootstock export dir (hardlink, bundled)", [
+        ...bundled,
+        store,
+        ref,
+        "dir",
+        out("ours-b"),
+      ])),
+      note: `${imported.inventory.files} files, farm reused`,
+    });
     dir.push(
       await measure(
-        "rootstock export dir (copy)",
-        ourOp("export-dir", manifest, join(work, "ours-c"), "copy"),
+        "rootstock export dir (hardlink, tsx)",
+        ourOp("export-image", store, ref, "dir", out("ours-t")),
       ),
     );
-    const tables = [formatTable("dir export of the reference rootfs", dir, "ostree checkout -H")];
-
-    const cpio: Measurement[] = [];
-    const gnu = await measure(
-      "find | cpio -o -H newc",
-      `cd ${rootfs} && find . | cpio -o --quiet -H newc > ${join(work, "gnu.cpio")}`,
+    dir.push(await measure("cp -al", `cp -al ${rootfs} ${out("cp-al")}`));
+    dir.push(
+      await measure(
+        "podman export | tar -x",
+        `mkdir ${out("podman")} && ${pm.podman} export ${container} | tar -x -C ${out("podman")}`,
+        { env: pm.env },
+      ),
     );
-    cpio.push(gnu);
-    const ourCpio = await measure("rootstock cpio", ourOp("export-cpio", manifest, join(work, "ours.cpio")));
-    cpio.push({ ...ourCpio, bytes: Number(ourCpio.stdout.trim()) });
-    tables.push(formatTable("cpio newc of the reference rootfs", cpio, "find | cpio -o -H newc"));
+    dir.push(
+      await measure("umoci unpack (gzip)", `umoci unpack --image ${join(work, "gzip")}:ref ${out("umoci")}`),
+    );
+    dir.push(
+      await measure("rootstock export dir --copy (bundled)", [
+        ...bundled,
+        store,
+        ref,
+        "dir",
+        out("ours-copy"),
+        "--copy",
+      ]),
+    );
+    tables.push(formatTable("dir export of the reference rootfs image", dir, "ostree checkout -H"));
+
+    // ---- archives -------------------------------------------------------------------
+    const arc: Measurement[] = [];
+    arc.push(await measure("tar -c", `tar -C ${rootfs} -c . > ${out("gnu.tar")}`));
+    for (const [label, argv] of [
+      ["rootstock export tar (bundled)", [...bundled, store, ref, "tar", out("ours.tar")]],
+      ["rootstock export tar (tsx)", ourOp("export-image", store, ref, "tar", out("ours-t.tar"))],
+    ] as const) {
+      const m = await measure(label, [...argv]);
+      arc.push({ ...m, bytes: Number(m.stdout.trim()) });
+    }
+    arc.push(
+      await measure("tar -c | zstd -3 -T0", `tar -C ${rootfs} -c . | zstd -q -3 -T0 > ${out("gnu.tar.zst")}`),
+    );
+    const zst = await measure("rootstock export tar.zst (bundled)", [
+      ...bundled,
+      store,
+      ref,
+      "tar.zst",
+      out("ours.tar.zst"),
+    ]);
+    arc.push({ ...zst, bytes: Number(zst.stdout.trim()) });
+    arc.push(
+      await measure(
+        "find | cpio -o -H newc",
+        `cd ${rootfs} && find . | cpio -o --quiet -H newc > ${out("gnu.cpio")}`,
+      ),
+    );
+    const cpio = await measure("rootstock export cpio (bundled)", [
+      ...bundled,
+      store,
+      ref,
+      "cpio",
+      out("ours.cpio"),
+    ]);
+    arc.push({ ...cpio, bytes: Number(cpio.stdout.trim()) });
+    tables.push(formatTable("archive export of the reference rootfs image", arc, "tar -c"));
+
+    // The outputs are the image: every export has its tree digest.
+    const digest = async (p: string) =>
+      (
+        await sh(process.execPath, [join(ROOT, "bin/rootstock.js"), "-q", "digest", p], {
+          maxBuffer: 1 << 20,
+        })
+      ).stdout.trim();
+    const checks: string[] = [];
+    for (const name of ["ours-b", "ours-copy", "ours.tar", "ours.tar.zst", "ours.cpio", "podman"]) {
+      checks.push(
+        `${name}: ${(await digest(out(name))) === imported.treeDigest ? "same tree digest" : "DIFFERENT tree digest"}`,
+      );
+    }
+    tables.push(`\nimage tree digest ${imported.treeDigest}; ${checks.join("; ")}`);
+    await sh(pm.podman, ["rm", container], { env: pm.env }).catch(() => {});
+    await sh(pm.podman, ["system", "reset", "-f"], { env: pm.env }).catch(() => {});
     return tables.join("\n");
   } finally {
     await rm(work, { recursive: true, force: true });

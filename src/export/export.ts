@@ -13,7 +13,7 @@
  * the tree digest of what was exported (overlays included): `rootstock digest` of
  * the output gives the same value.
  */
-import { closeSync, constants, createWriteStream, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, writeSync } from "node:fs";
 import { lstat, rename, rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -26,14 +26,13 @@ import { summariseTree, type TreeInventory } from "../image/inventory.js";
 import type { Digest } from "../oci/digest.js";
 import type { Platform } from "../oci/platform.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
-import { coalesceChunks } from "../tar/index.js";
 import {
+  compareBytes,
   LayerApplier,
+  type LayerEntry,
   type Tree,
   type TreeNode,
-  treeAsLayer,
   treeDigest,
-  writeLayer,
 } from "../tree/index.js";
 import { writeCpio } from "./cpio.js";
 import type { ExportEntry } from "./entry.js";
@@ -42,6 +41,7 @@ import { entriesFromTree } from "./from-tree.js";
 import { type ImageRootfs, type LayerSourceKind, loadImageRootfs } from "./image-rootfs.js";
 import { type OverlaySpec, overlayEntries } from "./overlay.js";
 import { type SafeDirResult, writeDirectory } from "./safe-dir.js";
+import { rootfsTar } from "./tar-out.js";
 
 export const EXPORT_FORMATS = ["dir", "tar", "tar.zst", "cpio", "cpio.zst"] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -71,12 +71,12 @@ export interface ExportResult {
   image: Digest;
   treeDigest: Digest;
   inventory: TreeInventory;
-  layers: Array<{ digest: Digest; via: LayerSourceKind }>;
+  layers: Array<{ digest: Digest; via: LayerSourceKind; exploded: boolean }>;
   overlays: number;
   /** Archive formats: bytes written. */
   bytes?: number;
   /** File objects the export had to unpack from layer blobs first. */
-  unpacked: number;
+  explodedLayers: number;
   dir?: SafeDirResult & { farm: FarmStats };
 }
 
@@ -91,6 +91,8 @@ export async function exportTree(
     storeBlobContent?: boolean;
   },
 ): Promise<{ rootfs: ImageRootfs; tree: Tree }> {
+  const progress = opts.progress ?? silentProgress;
+  progress({ type: "start", id: "image", label: `read ${source.name}` });
   const rootfs = await loadImageRootfs(source, store, {
     ...(opts.platform ? { platform: opts.platform } : {}),
     storeBlobContent: opts.storeBlobContent ?? true,
@@ -101,6 +103,7 @@ export async function exportTree(
     const applier = new LayerApplier(tree);
     for (const entry of await overlayEntries(spec, store)) applier.add(entry);
   }
+  progress({ type: "done", id: "image", summary: `${tree.size} entries` });
   return { rootfs, tree };
 }
 
@@ -110,31 +113,34 @@ function fileNodes(tree: Tree): Set<TreeNode> {
   return nodes;
 }
 
-/** Content of a file object for the tar writer: small files in one synchronous read. */
-function fileObjectContent(store: ContentStore) {
-  return (_path: string, node: TreeNode): AsyncIterable<Uint8Array> =>
-    readObject(store.filePath(node.digest!), node.size);
+/**
+ * Tar order: depth first, each directory's entries contiguous and sorted by name
+ * bytes (what `tar -c --sort=name` and Go's filepath.Walk give). Plain byte order of
+ * whole paths puts `perl-base/...` between `perl` and `perl/...`, and GNU tar, which
+ * restores a directory's mtime once it leaves it, then leaves `perl` with the
+ * extraction time.
+ */
+export function tarOrder(tree: Tree): string[] {
+  const keyed = tree.sortedPaths().map((p) => [p.replaceAll("/", "\0"), p] as const);
+  keyed.sort((a, b) => compareBytes(a[0], b[0]));
+  return keyed.map(([, p]) => p);
 }
 
-const SMALL = 1 << 20;
-
-async function* readObject(path: string, size: number): AsyncGenerator<Uint8Array> {
-  if (size <= SMALL) {
-    yield readFileSync(path);
-    return;
-  }
-  const fd = openSync(path, constants.O_RDONLY);
-  try {
-    for (let done = 0; done < size; ) {
-      const buf = Buffer.allocUnsafe(Math.min(4 << 20, size - done));
-      const n = readSync(fd, buf, 0, buf.length, done);
-      if (n === 0) break;
-      done += n;
-      yield n === buf.length ? buf : buf.subarray(0, n);
+/** The tree as one layer's entries in tar order: a hard link group's first path (in that order) owns the content. */
+export function rootfsLayerEntries(tree: Tree): LayerEntry[] {
+  const owner = new Map<TreeNode, string>();
+  const out: LayerEntry[] = [];
+  for (const path of tarOrder(tree)) {
+    if (path === "") continue;
+    const node = tree.get(path)!;
+    const first = node.type === "file" ? owner.get(node) : undefined;
+    if (first !== undefined) out.push({ kind: "hardlink", path, target: first });
+    else {
+      if (node.type === "file") owner.set(node, path);
+      out.push({ kind: "node", path, node });
     }
-  } finally {
-    closeSync(fd);
   }
+  return out;
 }
 
 /** The archive bytes of a tree in an archive format. */
@@ -142,13 +148,14 @@ export function archiveStream(
   tree: Tree,
   store: ContentStore,
   format: Exclude<ExportFormat, "dir">,
-  opts: { zstdLevel?: number; progress?: ProgressSink } = {},
+  opts: { zstdLevel?: number; progress?: ProgressSink; reuseBuffer?: boolean } = {},
 ): AsyncIterable<Uint8Array> {
   let raw: AsyncIterable<Uint8Array>;
   if (format === "tar" || format === "tar.zst") {
-    raw = coalesceChunks(
-      writeLayer(treeAsLayer(tree), fileObjectContent(store), { progress: opts.progress ?? silentProgress }),
-    );
+    raw = rootfsTar(rootfsLayerEntries(tree), (d) => store.filePath(d), {
+      reuseBuffer: opts.reuseBuffer === true && format === "tar",
+      ...(opts.progress ? { progress: opts.progress } : {}),
+    });
   } else {
     const entries = entriesFromTree(tree, (_p, node) => ({
       kind: "path",
@@ -190,10 +197,17 @@ async function writeArchive(
   const partial = target + PARTIAL_FILE_SUFFIX;
   await rm(partial, { force: true });
   try {
-    await pipeline(
-      Readable.from(counting(stream, count)),
-      createWriteStream(partial, { flags: "wx", mode: 0o644 }),
-    );
+    // Synchronous writes of large chunks: no thread-pool round trip per chunk, and
+    // each chunk is written before the next is produced (buffers may be reused).
+    const fd = openSync(partial, "wx", 0o644);
+    try {
+      for await (const chunk of stream) {
+        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at);
+        count.bytes += chunk.length;
+      }
+    } finally {
+      closeSync(fd);
+    }
     await rename(partial, target);
   } catch (err) {
     await rm(partial, { force: true });
@@ -209,16 +223,17 @@ async function dirEntries(
   store: ContentStore,
   copy: boolean,
   progress: ProgressSink,
-): Promise<{ entries: ExportEntry[]; farm: FarmStats; unpacked: number }> {
+): Promise<{ entries: ExportEntry[]; farm: FarmStats; explodedLayers: number }> {
   const nodes = fileNodes(tree);
   if (copy) {
-    const unpacked = await rootfs.ensureContent([...nodes].map((n) => n.digest!));
+    const explodedLayers = await rootfs.ensureContent([...nodes].map((n) => n.digest!));
     const entries = entriesFromTree(tree, (_p, node) => ({
       kind: "path",
       path: store.filePath(node.digest!),
     }));
-    return { entries, farm: { reused: 0, made: 0 }, unpacked };
+    return { entries, farm: { reused: 0, made: 0 }, explodedLayers };
   }
+  progress({ type: "start", id: "farm-lookup", label: "hardlink farm lookup" });
   const farm = new LinkFarm(store.root);
   const farmPath = new Map<TreeNode, string>();
   const missing: Array<[TreeNode, string]> = [];
@@ -228,23 +243,24 @@ async function dirEntries(
     if (found) farmPath.set(node, found);
     else missing.push([node, path]);
   }
-  let unpacked = 0;
+  let explodedLayers = 0;
   if (missing.length > 0) {
     // Only the contents the farm lacks are needed (and decoded, when a layer still holds them).
-    unpacked = await rootfs.ensureContent(missing.map(([n]) => n.digest!));
+    explodedLayers = await rootfs.ensureContent(missing.map(([n]) => n.digest!));
     progress({ type: "start", id: "farm", label: "hardlink farm", total: missing.length, unit: "files" });
     for (const [node, path] of await farm.make(missing, (d) => store.filePath(d))) farmPath.set(node, path);
     progress({ type: "done", id: "farm", summary: `${farm.stats.made} objects made` });
   }
   const copyNeeded = [...nodes].filter((n) => !farmPath.has(n)).map((n) => n.digest!);
-  if (copyNeeded.length > 0) unpacked += await rootfs.ensureContent(copyNeeded);
+  if (copyNeeded.length > 0) explodedLayers += await rootfs.ensureContent(copyNeeded);
+  progress({ type: "done", id: "farm-lookup" });
   const entries = entriesFromTree(tree, (_p, node) => {
     const path = farmPath.get(node);
     return path
       ? { kind: "path", path, prepared: true }
       : { kind: "path", path: store.filePath(node.digest!) };
   });
-  return { entries, farm: farm.stats, unpacked };
+  return { entries, farm: farm.stats, explodedLayers };
 }
 
 export async function exportImage(
@@ -266,27 +282,34 @@ export async function exportImage(
     image: rootfs.image.descriptor.digest,
     treeDigest: treeDigest(tree),
     inventory: summariseTree(tree),
-    layers: rootfs.layers.map((l) => ({ digest: l.descriptor.digest, via: l.via })),
+    layers: rootfs.layers.map((l) => ({ digest: l.descriptor.digest, via: l.via, exploded: l.exploded })),
     overlays: opts.overlays?.length ?? 0,
   };
   if (opts.format === "dir") {
-    const { entries, farm, unpacked } = await dirEntries(tree, rootfs, store, opts.copy ?? false, progress);
+    const { entries, farm, explodedLayers } = await dirEntries(
+      tree,
+      rootfs,
+      store,
+      opts.copy ?? false,
+      progress,
+    );
     const dir = await writeDirectory(opts.output as string, entries, {
       content: opts.copy ? "copy" : "hardlink",
       force: opts.force ?? false,
       durable: opts.durable ?? true,
       progress,
     });
-    return { ...base, output: dir.target, unpacked, dir: { ...dir, farm } };
+    return { ...base, output: dir.target, explodedLayers, dir: { ...dir, farm } };
   }
-  const unpacked = await rootfs.ensureContent([...fileNodes(tree)].map((n) => n.digest!));
+  const explodedLayers = await rootfs.ensureContent([...fileNodes(tree)].map((n) => n.digest!));
   const written = await writeArchive(
     archiveStream(tree, store, opts.format, {
+      reuseBuffer: typeof opts.output === "string",
       ...(opts.zstdLevel ? { zstdLevel: opts.zstdLevel } : {}),
       progress,
     }),
     opts.output,
     opts.force ?? false,
   );
-  return { ...base, ...written, unpacked };
+  return { ...base, ...written, explodedLayers };
 }

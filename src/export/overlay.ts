@@ -21,10 +21,10 @@ import { basename, join, resolve } from "node:path";
 import type { ContentStore } from "../cas/store.js";
 import { type TocEntry, tocEntryFromHeader } from "../compress/toc.js";
 import { RootstockError } from "../errors.js";
+import { layerEntryOf } from "../layers/index.js";
 import { EMPTY_SHA256 } from "../oci/digest.js";
 import { type LayerEntry, normalisePath, scan, treeAsLayer } from "../tree/index.js";
 import { detectArchive, readArchive } from "./archive-input.js";
-import { layerEntriesFromToc } from "./toc-entries.js";
 
 export interface OverlaySpec {
   source: string;
@@ -107,7 +107,7 @@ export async function overlayEntries(spec: OverlaySpec, store: ContentStore): Pr
       }
     });
     await store.flush();
-    return prefixed(layerEntriesFromToc(toc, what), dest);
+    return prefixed(toc.map(layerEntryOf), dest);
   }
 
   // A single file.

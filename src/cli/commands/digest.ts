@@ -1,7 +1,5 @@
 /** `rootstock digest REF|DIR|TARBALL|CPIO`: the tree digest, equal for an image and each of its exports. */
-import { ContentStore } from "../../cas/store.js";
-import { digestImage, digestPath, looksLikeReference } from "../../export/digest.js";
-import { openEndpoint } from "../../image/endpoint.js";
+import type { DigestResult } from "../../export/digest.js";
 import { parseReference } from "../../oci/reference.js";
 import type { RegisterCommand } from "./index.js";
 
@@ -12,8 +10,12 @@ export const registerDigest: RegisterCommand = (program, context) => {
     .argument("<target>", "store:REPO[:TAG] | oci:PATH[:TAG] | docker://... | DIR | TARBALL | CPIO")
     .action(async (target: string) => {
       const ctx = context();
-      let result: Awaited<ReturnType<typeof digestPath>>;
+      // Loaded here, not at startup: other commands never pay for these modules.
+      const { digestImage, digestPath, looksLikeReference } = await import("../../export/digest.js");
+      let result: DigestResult;
       if (looksLikeReference(target)) {
+        const { openEndpoint } = await import("../../image/endpoint.js");
+        const { ContentStore } = await import("../../cas/store.js");
         const source = await openEndpoint(parseReference(target), ctx.endpoint);
         try {
           const store = await ContentStore.open(ctx.storeDir);

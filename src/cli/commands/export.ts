@@ -1,10 +1,7 @@
 /** `rootstock export REF -o PATH --format ...`: an image as a directory, tarball or initrd. */
 import { Option } from "commander";
-import { ContentStore } from "../../cas/store.js";
 import { RootstockError } from "../../errors.js";
-import { EXPORT_FORMATS, type ExportFormat, exportImage } from "../../export/export.js";
-import { parseOverlaySpec } from "../../export/overlay.js";
-import { openEndpoint } from "../../image/endpoint.js";
+import type { ExportFormat } from "../../export/export.js";
 import { parseReference } from "../../oci/reference.js";
 import { formatBytes } from "../progress.js";
 import type { RegisterCommand } from "./index.js";
@@ -22,7 +19,11 @@ export const registerExport: RegisterCommand = (program, context) => {
     .command("export")
     .description("export an image as a directory, a reproducible tarball or a cpio initrd")
     .argument("<ref>", "store:REPO[:TAG] | oci:PATH[:TAG] | docker://HOST/REPO[:TAG|@DIGEST]")
-    .addOption(new Option("--format <format>", "output form").choices([...EXPORT_FORMATS]).default("dir"))
+    .addOption(
+      new Option("--format <format>", "output form")
+        .choices(["dir", "tar", "tar.zst", "cpio", "cpio.zst"] satisfies ExportFormat[])
+        .default("dir"),
+    )
     .option("-o, --output <path>", "target directory or file; - for stdout (archive formats)")
     .option(
       "--overlay <src[:dest]>",
@@ -42,6 +43,13 @@ export const registerExport: RegisterCommand = (program, context) => {
       if (toStdout && process.stdout.isTTY) {
         throw new RootstockError("INVALID_ARGUMENT", "export: refusing to write an archive to a terminal");
       }
+      // Loaded here, not at startup: other commands never pay for the export modules.
+      const [{ ContentStore }, { exportImage }, { parseOverlaySpec }, { openEndpoint }] = await Promise.all([
+        import("../../cas/store.js"),
+        import("../../export/export.js"),
+        import("../../export/overlay.js"),
+        import("../../image/endpoint.js"),
+      ]);
       const overlays = flags.overlay.map(parseOverlaySpec);
       const source = await openEndpoint(parseReference(refText), ctx.endpoint);
       try {
