@@ -38,10 +38,16 @@ export const UNREPRODUCIBLE_FILES = [
 ];
 
 /**
- * Directories whose time depends on the .deb cache, not on the inputs: mmdebstrap's
- * sync-in copies the cache's own `partial/` over the one apt made. They get the epoch.
+ * Directories whose time depends on whether a .deb or lists cache was used, not on
+ * the inputs (mmdebstrap's sync-in copies the cache's own `partial/`; a cache mounted
+ * over them leaves them untouched, apt without one writes in them): they get the epoch.
  */
-export const CACHE_DIRECTORIES = ["var/cache/apt/archives/partial"];
+export const CACHE_DIRECTORIES = [
+  "var/cache/apt/archives",
+  "var/cache/apt/archives/partial",
+  "var/lib/apt/lists",
+  "var/lib/apt/lists/partial",
+];
 
 /**
  * Removes UNREPRODUCIBLE_FILES (never through a symlinked parent), empties

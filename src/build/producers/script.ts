@@ -68,7 +68,13 @@ export function scriptDriver(
       `apt-get install -y -qq --no-install-recommends -- ${step.packages.map(q).join(" ")}`,
       // with a .deb cache mounted, clean only apt's own caches (the .debs are the cache's)
       options.keepDebs ? "rm -f /var/cache/apt/*.bin" : "apt-get clean",
-      ...(options.keepLists ? [] : ["rm -rf /var/lib/apt/lists/*"]),
+      // the lists, not apt's lock and partial/: the image is the same with a lists cache or without
+      ...(options.keepLists
+        ? []
+        : [
+            "find /var/lib/apt/lists -mindepth 1 -maxdepth 1 ! -name lock ! -name partial -exec rm -rf {} +",
+            "rm -rf /var/lib/apt/lists/partial/*",
+          ]),
       'if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi',
     );
   }
