@@ -222,17 +222,28 @@ async function extractTar(
   child.stderr.on("data", (d) => {
     stderr += d;
   });
+  let closed = false;
+  let wake: (() => void) | undefined;
   const exited = new Promise<number | string>((resolve, reject) => {
     child.on("error", reject);
-    child.on("close", (code, sig) => resolve(code ?? sig ?? "unknown"));
+    child.on("close", (code, sig) => {
+      closed = true;
+      wake?.();
+      resolve(code ?? sig ?? "unknown");
+    });
   });
+  // tar exiting early closes its stdin: the exit status says why, not EPIPE
+  child.stdin.on("error", () => {});
   try {
     for await (const chunk of source) {
+      // read to the end even when tar is done: decodeLayer checks digest and diff_id there
+      if (closed) continue;
       if (!child.stdin.write(chunk)) {
-        await new Promise<void>((resolve, reject) => {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
           child.stdin.once("drain", resolve);
-          child.once("close", () => reject(new RootstockError("TOOL_FAILED", `tar -x: ${stderr.trim()}`)));
         });
+        wake = undefined;
       }
     }
     child.stdin.end();
