@@ -133,6 +133,13 @@ export const registerBuild: RegisterCommand = (program, context) => {
             `--source-date-epoch ${JSON.stringify(epochText)}: expected seconds since 1970`,
           );
         }
+        // SIGINT/SIGTERM stop the producers' process groups and let the work directory be
+        // unmounted and removed before exiting
+        const abort = new AbortController();
+        const onSignal = (sig: string) =>
+          abort.abort(new RootstockError("TOOL_FAILED", `build interrupted by ${sig}`));
+        process.once("SIGINT", onSignal);
+        process.once("SIGTERM", onSignal);
         const report = await buildImages({
           graph,
           baseDir,
@@ -147,6 +154,10 @@ export const registerBuild: RegisterCommand = (program, context) => {
           ...(epochText !== undefined ? { sourceDateEpoch: Number(epochText) } : {}),
           version: version(),
           progress: ctx.progress,
+          signal: abort.signal,
+        }).finally(() => {
+          process.off("SIGINT", onSignal);
+          process.off("SIGTERM", onSignal);
         });
         ctx.progress.finish();
         const width = Math.max(...report.images.map((i) => i.id.length), 2);
