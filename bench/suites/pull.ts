@@ -140,6 +140,7 @@ export async function run(): Promise<string> {
     );
 
     // 2. Ten growing images, pulled in turn.
+    if (GROWING < 1) return out.join("\n");
     const growing = await growingLayout(GROWING, { legacyAnnotations: true });
     const facts: LayerFacts[] = [];
     for (let i = 0; i < GROWING; i++) {

@@ -89,7 +89,10 @@ export async function explodeLayer(
       }
     };
 
-    const reader = readTar(hashed());
+    const source = hashed();
+    // The reader closes its input after the archive's end; shield the source from that
+    // so it can be run to its very end below.
+    const reader = readTar({ [Symbol.asyncIterator]: () => ({ next: () => source.next() }) });
     try {
       for await (const te of reader) {
         if (failure) throw failure;
@@ -146,6 +149,9 @@ export async function explodeLayer(
         }
       }
       if (segLen > 0) packer.segment(Buffer.concat(seg, segLen));
+      // Run the stream to its very end: a verifying source (decodeLayer) checks the
+      // blob digest and diff_id only after its last byte.
+      while (!(await source.next()).done) {}
     } finally {
       await Promise.all(inflight);
     }

@@ -18,10 +18,12 @@
  * only after the diff_id check, and the config, manifest and ref only after every
  * layer is recorded. The whole pull holds a store lease, so gc cannot run between.
  */
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
 import type { ContentStore } from "../cas/store.js";
 import { type ChunkedMetadata, readChunkedMetadata } from "../compress/chunked-reader.js";
 import { parseChunkedAnnotations, SKIPPABLE_HEADER_SIZE } from "../compress/footer.js";
-import { decodeLayer } from "../compress/layer.js";
+import { compressionOf, decodeLayer } from "../compress/layer.js";
 import { type FileRanges, fileRanges, type TocEntry } from "../compress/toc.js";
 import { ZstdStreamDecoder } from "../compress/zstd.js";
 import { RootstockError } from "../errors.js";
@@ -35,6 +37,7 @@ import { type Digest, Digester } from "../oci/digest.js";
 import { hostPlatform, type Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
+import { decodeZstdOnWorker } from "./decode-worker.js";
 import { type PlanOptions, type PullPlan, planPull } from "./plan.js";
 import type { PullSource } from "./source.js";
 
@@ -85,6 +88,12 @@ export interface PullReport {
 }
 
 const MB = 1024 * 1024;
+const DEFAULT_FULL_PULL_THRESHOLD = 0.7;
+
+async function storeHasNoFiles(store: ContentStore): Promise<boolean> {
+  const fanout = await readdir(join(store.root, "files", "sha256")).catch(() => [] as string[]);
+  return fanout.length === 0;
+}
 const mb = (n: number) => `${(n / MB).toFixed(1)} MB`;
 
 export async function pullImage(
@@ -202,6 +211,12 @@ async function pullLayer(
       report.reason = "no zstd:chunked TOC";
       return await explodeFull(await source.open(layer), store, layer, diffId, report, progress);
     }
+    // An empty store reuses nothing: one stream beats parsing the TOC to learn that.
+    if ((opts.fullPullThreshold ?? DEFAULT_FULL_PULL_THRESHOLD) < 1 && (await storeHasNoFiles(store))) {
+      report.action = "full";
+      report.reason = "the store holds no file objects yet";
+      return await explodeFull(await source.open(layer), store, layer, diffId, report, progress);
+    }
     meta = await readChunkedMetadata(async (start, end) => {
       const bytes = await source.readRange(layer.digest, start, end);
       report.bytesRead += bytes.length;
@@ -233,7 +248,7 @@ async function pullLayer(
       type: "note",
       message: `layer ${short(layer.digest)}: files needed ${plan.needed.length} (${mb(plan.neededBytes)}) / reused ${plan.reusedFiles} (${mb(plan.reusedBytes)})`,
     });
-    if (plan.spanBytes > (opts.fullPullThreshold ?? 0.7) * layer.size) {
+    if (plan.spanBytes > (opts.fullPullThreshold ?? DEFAULT_FULL_PULL_THRESHOLD) * layer.size) {
       report.action = "full";
       report.reason = `${mb(plan.spanBytes)} of ${mb(layer.size)} to fetch: one stream is cheaper`;
       return await explodeFull(await source.open(layer), store, layer, diffId, report, progress);
@@ -328,7 +343,13 @@ async function explodeFull(
       yield c;
     }
   }
-  const result = await explodeLayer(store, decodeLayer(counted(), layer, diffId), layerBlob(layer), diffId, {
+  // zstd on a worker thread (two cores); gzip and plain tar through compress's decoder.
+  if (layer.annotations) parseChunkedAnnotations(layer.annotations); // refuses zstd:chunked + eStargz
+  const tar =
+    compressionOf(layer.mediaType) === "zstd"
+      ? decodeZstdOnWorker(counted(), layer, diffId)
+      : decodeLayer(counted(), layer, diffId);
+  const result = await explodeLayer(store, tar, layerBlob(layer), diffId, {
     streamChecksDiffId: true,
   });
   if (report.action !== "local") report.bytesRead += read;

@@ -265,39 +265,45 @@ describe("hostile images", () => {
     assert.match(err.message, /compressed TOC hashes to .*manifest-checksum says/);
   });
 
-  test("a gzip layer whose tar is not its diff_id (full pull)", async () => {
-    const { blob, result } = encodeLayer(
-      (async function* () {
-        yield Buffer.concat([parts.data.subarray(0, 0), Buffer.alloc(1024)]);
-      })(),
-      { compression: "gzip" },
-    );
-    const chunks: Uint8Array[] = [];
-    for await (const c of blob) chunks.push(c);
-    await result;
-    const gz = Buffer.concat(chunks);
-    const repo = client.repository("hostile/gzip");
-    const desc: EncodedLayer = {
-      ...layer,
-      mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
-      digest: sha256(gz),
-      size: gz.length,
-      annotations: {},
-    };
-    await repo.pushBlob(gz, { digest: desc.digest, size: desc.size });
-    const image = assembleImage({ platform: hostPlatform(), layers: [desc] });
-    await repo.pushBlob(image.config.bytes, {
-      digest: image.config.descriptor.digest,
-      size: image.config.descriptor.size,
-    });
-    await repo.putManifest("v1", image.manifest.bytes, image.manifest.descriptor.mediaType);
-    await withTempDir(async (tmp) => {
-      const store = await ContentStore.open(join(tmp, "store"));
-      await assert.rejects(
-        pullImage(await openPullSource(parseReference(`docker://${reg.host}/hostile/gzip:v1`)), store, {}),
-        /tar hashes to sha256:[0-9a-f]{64}, diff_id says/,
+  for (const compression of ["gzip", "zstd"] as const) {
+    test(`a ${compression} layer whose tar is not its diff_id (full pull)`, async () => {
+      const { blob, result } = encodeLayer(
+        (async function* () {
+          yield Buffer.concat([parts.data.subarray(0, 0), Buffer.alloc(1024)]);
+        })(),
+        { compression },
       );
-      assert.deepEqual((await fsck(store)).problems, []);
+      const chunks: Uint8Array[] = [];
+      for await (const c of blob) chunks.push(c);
+      await result;
+      const gz = Buffer.concat(chunks);
+      const repo = client.repository(`hostile/${compression}`);
+      const desc: EncodedLayer = {
+        ...layer,
+        mediaType: `application/vnd.oci.image.layer.v1.tar+${compression}`,
+        digest: sha256(gz),
+        size: gz.length,
+        annotations: {},
+      };
+      await repo.pushBlob(gz, { digest: desc.digest, size: desc.size });
+      const image = assembleImage({ platform: hostPlatform(), layers: [desc] });
+      await repo.pushBlob(image.config.bytes, {
+        digest: image.config.descriptor.digest,
+        size: image.config.descriptor.size,
+      });
+      await repo.putManifest("v1", image.manifest.bytes, image.manifest.descriptor.mediaType);
+      await withTempDir(async (tmp) => {
+        const store = await ContentStore.open(join(tmp, "store"));
+        await assert.rejects(
+          pullImage(
+            await openPullSource(parseReference(`docker://${reg.host}/hostile/${compression}:v1`)),
+            store,
+            {},
+          ),
+          /tar hashes to sha256:[0-9a-f]{64}, diff_id says/,
+        );
+        assert.deepEqual((await fsck(store)).problems, []);
+      });
     });
-  });
+  }
 });

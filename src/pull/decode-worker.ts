@@ -1,0 +1,127 @@
+/**
+ * A zstd layer decoded on a worker thread: the worker hashes the blob, decompresses
+ * it and hashes the tar while the main thread parses the tar and stores file
+ * objects, so a full pull uses two cores. Same contract as compress's decodeLayer:
+ * the stream throws at its end when the blob's size or digest, or the tar's
+ * diff_id, do not match. Inline CommonJS worker (as cas/hashpool.ts): nothing to
+ * resolve under tsx or from dist; the zstd binding's path is passed in.
+ */
+import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
+import { RootstockError } from "../errors.js";
+import type { Digest } from "../oci/digest.js";
+
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const b = require(workerData.binding);
+const dctx = new b.DCtx();
+dctx.setParameter(b.DParameter.windowLogMax, 27);
+const blobHash = createHash("sha256");
+const tarHash = createHash("sha256");
+let blobSize = 0, tarSize = 0, inFrame = false;
+const OUT = 1 << 20;
+const buf = new Uint8Array(OUT);
+parentPort.on("message", (msg) => {
+  try {
+    if (msg.end) {
+      if (inFrame) throw new Error("truncated zstd frame");
+      parentPort.postMessage({ done: true, blobDigest: "sha256:" + blobHash.digest("hex"), blobSize,
+        tarDigest: "sha256:" + tarHash.digest("hex"), tarSize });
+      return;
+    }
+    const input = msg.chunk;
+    blobHash.update(input);
+    blobSize += input.length;
+    const outs = [];
+    let src = input;
+    for (;;) {
+      const [ret, produced, consumed] = dctx.decompressStream(buf, src);
+      src = src.subarray(consumed);
+      if (produced > 0) {
+        const out = buf.slice(0, produced);
+        tarHash.update(out);
+        tarSize += produced;
+        outs.push(out);
+      }
+      inFrame = ret !== 0;
+      if (src.length === 0 && (produced < OUT || !inFrame)) break;
+      if (consumed === 0 && produced === 0) break;
+    }
+    parentPort.postMessage({ outs }, outs.map((o) => o.buffer));
+  } catch (err) {
+    parentPort.postMessage({ error: String((err && err.message) || err) });
+  }
+});
+`;
+
+const BINDING = createRequire(import.meta.url).resolve("zstd-napi/binding");
+
+interface Reply {
+  outs?: Uint8Array[];
+  error?: string;
+  done?: boolean;
+  blobDigest?: Digest;
+  blobSize?: number;
+  tarDigest?: Digest;
+  tarSize?: number;
+}
+
+/** Decodes a tar+zstd blob (any zstd:chunked too) on a worker; verified at the end. */
+export async function* decodeZstdOnWorker(
+  blob: AsyncIterable<Uint8Array>,
+  desc: { digest: Digest; size: number },
+  diffId: Digest,
+): AsyncGenerator<Uint8Array> {
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { binding: BINDING } });
+  const replies: Reply[] = [];
+  let wake: (() => void) | undefined;
+  let failure: unknown;
+  worker.on("message", (r: Reply) => {
+    replies.push(r);
+    wake?.();
+  });
+  worker.on("error", (err) => {
+    failure = err;
+    wake?.();
+  });
+  const next = async (): Promise<Reply> => {
+    while (replies.length === 0) {
+      if (failure) throw new RootstockError("COMPRESSION", `layer ${desc.digest}: ${String(failure)}`);
+      await new Promise<void>((r) => {
+        wake = r;
+      });
+      wake = undefined;
+    }
+    const r = replies.shift() as Reply;
+    if (r.error) throw new RootstockError("COMPRESSION", `layer ${desc.digest}: zstd: ${r.error}`);
+    return r;
+  };
+  try {
+    // Two chunks in flight: the worker decodes one while this thread consumes the other.
+    let pending = 0;
+    for await (const chunk of blob) {
+      worker.postMessage({ chunk });
+      if (++pending < 2) continue;
+      pending--;
+      for (const out of (await next()).outs ?? []) yield out;
+    }
+    for (; pending > 0; pending--) for (const out of (await next()).outs ?? []) yield out;
+    worker.postMessage({ end: true });
+    const end = await next();
+    if (end.blobSize !== desc.size)
+      throw new RootstockError(
+        "SIZE_MISMATCH",
+        `layer ${desc.digest}: blob has ${end.blobSize} bytes, descriptor says ${desc.size}`,
+      );
+    if (end.blobDigest !== desc.digest)
+      throw new RootstockError("DIGEST_MISMATCH", `layer ${desc.digest}: blob hashes to ${end.blobDigest}`);
+    if (end.tarDigest !== diffId)
+      throw new RootstockError(
+        "DIGEST_MISMATCH",
+        `layer ${desc.digest}: tar hashes to ${end.tarDigest}, diff_id says ${diffId}`,
+      );
+  } finally {
+    await worker.terminate();
+  }
+}
