@@ -23,7 +23,7 @@ import { ZstdFrameWriter, zstdCompress } from "./zstd.js";
 export const MEDIA_TYPE_TAR_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 export interface ChunkedWriterOptions {
-  /** zstd level per frame (default 12: per-file frames lose context, a higher level wins it back). */
+  /** zstd level of large files' frames (default 12); smaller payloads and headers get more, see `frameLevel`. */
   level?: number;
   /** Content-defined chunks (§5, default) or one chunk per file. */
   chunking?: boolean;
@@ -46,6 +46,21 @@ export interface ChunkedLayerResult {
 
 const MAX_META_FRAME = 8 * 1024 * 1024;
 const INFLIGHT_LIMIT = 24 * 1024 * 1024;
+
+/** Payloads below this size are compressed at `SMALL_LEVEL` at least. */
+const SMALL_PAYLOAD = 16 * 1024;
+const SMALL_LEVEL = 12;
+/** Header frames (tar headers, padding, payload-less entries): tiny and many, cheap at a high level. */
+const HEADER_LEVEL = 12;
+
+/**
+ * zstd level of a payload's frames. Per-file frames lose the cross-file context that a
+ * whole-stream `zstd -3` has, mostly on small files; a high level costs little there
+ * (most CPU goes to the large files), so small payloads get at least SMALL_LEVEL.
+ */
+export function frameLevel(payloadSize: number, level: number): number {
+  return payloadSize < SMALL_PAYLOAD ? Math.max(level, SMALL_LEVEL) : level;
+}
 
 /** An ordered step for the consumer: maybe frames to write, then bookkeeping. */
 interface Step {
@@ -124,7 +139,10 @@ async function* writeChunked(
     }
   };
   const rawFrame = (data: Uint8Array) => {
-    push({ frames: pool.submit({ kind: "raw", data }), inputBytes: data.length });
+    push({
+      frames: pool.submit({ kind: "raw", data, level: Math.max(level, HEADER_LEVEL) }),
+      inputBytes: data.length,
+    });
   };
 
   progress({ type: "start", id: "chunked", label: "zstd:chunked encode", unit: "bytes" });
@@ -182,6 +200,7 @@ async function* writeChunked(
           },
         });
         const fileId = pool.newFileId();
+        const payloadLevel = frameLevel(h.size, level);
         let received = 0;
         let part: Uint8Array[] = [];
         let partLen = 0;
@@ -189,7 +208,15 @@ async function* writeChunked(
           const data = part.length === 1 ? (part[0] as Uint8Array) : Buffer.concat(part, partLen);
           part = [];
           partLen = 0;
-          const job = pool.submit({ kind: "file", fileId, data, first, final, chunking });
+          const job = pool.submit({
+            kind: "file",
+            fileId,
+            data,
+            first,
+            final,
+            chunking,
+            level: payloadLevel,
+          });
           first = false;
           push({
             frames: job,

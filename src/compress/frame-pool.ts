@@ -11,9 +11,11 @@ import { RootstockError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 
 export type FrameJob =
-  | { kind: "raw"; data: Uint8Array }
+  | { kind: "raw"; data: Uint8Array; level?: number }
   | {
       kind: "file";
+      /** zstd level of this job's frames (default: the pool's). */
+      level?: number;
       fileId: number;
       data: Uint8Array;
       first: boolean;

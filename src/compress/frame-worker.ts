@@ -18,13 +18,17 @@ const cctx = new binding.CCtx();
 let currentLevel = Number.NaN;
 let scratch = new Uint8Array(1 << 20);
 
+let currentWindowLog = Number.NaN;
+
+/** The CCtx is reused across frames (much cheaper than one per frame); parameters change only with the level. */
 function setLevel(level: number, windowLog: number): void {
-  if (level === currentLevel) return;
+  if (level === currentLevel && windowLog === currentWindowLog) return;
   cctx.reset(binding.ResetDirective.parameters);
   cctx.setParameter(binding.CParameter.compressionLevel, level);
   cctx.setParameter(binding.CParameter.checksumFlag, 0);
   cctx.setParameter(binding.CParameter.windowLog, windowLog);
   currentLevel = level;
+  currentWindowLog = windowLog;
 }
 
 /**
@@ -99,7 +103,8 @@ function processPiece(st: FileState, piece: ChunkPiece, result: FrameJobResult):
   }
 }
 
-function runJob(job: FrameJob): FrameJobResult {
+function runJob(job: FrameJob, req: WorkerRequest): FrameJobResult {
+  setLevel(job.level ?? req.level, req.windowLog);
   if (job.kind === "raw") {
     return {
       frames: [
@@ -163,9 +168,8 @@ function runJob(job: FrameJob): FrameJobResult {
 }
 
 parentPort?.on("message", (req: WorkerRequest) => {
-  setLevel(req.level, req.windowLog);
   outPos = 0;
-  const results = req.jobs.map((job) => runJob(job));
+  const results = req.jobs.map((job) => runJob(job, req));
   const buffer = scratch.slice(0, outPos);
   const reply: WorkerReply = { batchId: req.batchId, results, frames: buffer };
   const transfer: ArrayBuffer[] = [buffer.buffer];

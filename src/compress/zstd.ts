@@ -122,6 +122,20 @@ export class ZstdStreamDecoder {
     }
   }
 
+  /**
+   * One-shot decode of complete frames that must produce exactly `size` bytes, into
+   * one exact-size buffer (no per-256 KiB copies). `undefined` when they do not (more
+   * or less output, corrupt data): the caller then streams to get the precise error.
+   */
+  decodeExact(src: Uint8Array, size: number): Uint8Array | undefined {
+    const out = Buffer.allocUnsafe(size);
+    try {
+      return this.dctx.decompress(out, src) === size ? out : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Forgets any partial frame, to decode an unrelated range next. */
   reset(): void {
     this.dctx.reset(b.ResetDirective.sessionOnly);
