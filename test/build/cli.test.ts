@@ -1,13 +1,17 @@
 /** The graph commands through the real CLI: plan --json, ci gitlab, one-line errors. */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { promisify } from "node:util";
 import { parse } from "yaml";
 import { rootstock } from "../helpers/cli.js";
+import { hasDockerRegistry, startRegistry } from "../helpers/registry.js";
 import { withTempDir } from "../helpers/tmp.js";
 
 const file = "examples/mesa/images.yaml";
+const execFileAsync = promisify(execFile);
 
 describe("rootstock plan / ci gitlab", () => {
   it("plan --json on an empty store: every image to build, with its tag and reason", async () => {
@@ -86,5 +90,65 @@ describe("rootstock plan / ci gitlab", () => {
         /^rootstock: --keep-pre-merge "two weeks": expected a number and s, m, h, d or w/,
       );
     });
+  });
+});
+
+describe("rootstock build to a registry", () => {
+  it("pre-merge build, promote by manifest PUT (no blob upload), then plan keeps it", async (t) => {
+    if (!(await hasDockerRegistry())) return t.skip("docker-registry not installed");
+    const reg = await startRegistry();
+    try {
+      await withTempDir(async (dir) => {
+        await mkdir(join(dir, "root", "etc"), { recursive: true });
+        await writeFile(join(dir, "root", "etc", "greeting"), "hello\n");
+        await execFileAsync("tar", ["-C", join(dir, "root"), "-cf", join(dir, "tiny.tar"), "."]);
+        const images = join(dir, "images.yaml");
+        await writeFile(
+          images,
+          "version: 1\nrepository-prefix: ci\nimages:\n  base:\n    from: tarball:tiny.tar\n",
+        );
+        const to = `docker://${reg.host}/group/project`;
+        const store = ["--store", join(dir, "s")];
+        const built = await rootstock([
+          ...store,
+          "--json",
+          "build",
+          images,
+          "--to",
+          to,
+          "--channel",
+          "pre-merge",
+        ]);
+        assert.equal(built.code, 0, built.stderr);
+        const image = (JSON.parse(built.stdout) as { images: Array<{ tag: string; digest: string }> })
+          .images[0]!;
+        const before = (await reg.accessLog()).filter(
+          (e) => e.method === "PUT" || e.method === "POST",
+        ).length;
+        const promoted = await rootstock([...store, "promote", "--to", to, `ci/x86_64_base:${image.tag}`]);
+        assert.equal(promoted.code, 0, promoted.stderr);
+        const writes = (await reg.accessLog())
+          .filter((e) => e.method === "PUT" || e.method === "POST")
+          .slice(before);
+        assert.ok(
+          writes.length > 0 && writes.every((e) => e.path.includes("/manifests/")),
+          JSON.stringify(writes),
+        );
+        const plan = await rootstock([
+          ...store,
+          "--json",
+          "plan",
+          images,
+          "--to",
+          to,
+          "--channel",
+          "post-merge",
+        ]);
+        const planned = (JSON.parse(plan.stdout) as { images: Array<{ action: string }> }).images[0]!;
+        assert.equal(planned.action, "keep");
+      });
+    } finally {
+      await reg.stop();
+    }
   });
 });
