@@ -13,6 +13,8 @@ import { promisify } from "node:util";
 import { du } from "../../src/cas/du.js";
 import { fsck } from "../../src/cas/fsck.js";
 import { ContentStore } from "../../src/cas/store.js";
+import { encodeLayer } from "../../src/compress/layer.js";
+import { assembleImage, hostPlatform, writeImage } from "../../src/image/assemble.js";
 import { openEndpoint } from "../../src/image/endpoint.js";
 import { importTarball } from "../../src/image/import.js";
 import { layerEntries, layerUsage, readLayerRecord, rebuildLayerTar } from "../../src/layers/index.js";
@@ -110,6 +112,54 @@ describe("pull from an OCI layout", () => {
       assert.equal(usage.layers, 2);
       assert.ok(usage.dedupRatio > 1.5, `dedup ${usage.dedupRatio}`);
       assert.ok((await du(store)).files.count > 40);
+    });
+  });
+
+  it("pulls a two-layer image (whiteouts, both layers recorded, applied in order)", async () => {
+    await withTempDir(async (dir) => {
+      const tar0 = await makeTar(dir, "base", 0);
+      const upper = join(dir, "upper");
+      await mkdir(join(upper, "etc"), { recursive: true });
+      await writeFile(join(upper, "etc/.wh.version"), "");
+      await writeFile(join(upper, "etc/added"), "added in layer 2\n");
+      const tar1 = join(dir, "upper.tar");
+      await run("tar", [
+        "-C",
+        upper,
+        "--sort=name",
+        "--mtime=@1700000000",
+        "--numeric-owner",
+        "-cf",
+        tar1,
+        ".",
+      ]);
+      const layers = [];
+      const ref = parseReference(`oci:${join(dir, "layout")}:two`);
+      const dest = await openEndpoint(ref, { storeDir: join(dir, "unused"), create: true });
+      for (const [tar, compression] of [
+        [tar0, "zstd:chunked"],
+        [tar1, "gzip"],
+      ] as const) {
+        const { blob, result } = encodeLayer(readFileChunks(tar), { compression });
+        result.catch(() => {});
+        await dest.put(blob);
+        layers.push(await result);
+      }
+      await writeImage(dest, assembleImage({ platform: hostPlatform(), layers }), "two");
+      const store = await ContentStore.open(join(dir, "store"));
+      const r = await pullImage(await openPullSource(ref), store, {
+        destination: { repository: "two", tag: "t" },
+      });
+      assert.deepEqual(
+        r.layers.map((l) => l.action),
+        ["full", "full"],
+      );
+      const records = await Promise.all(layers.map((l) => readLayerRecord(store, l.digest)));
+      const tree = applyLayers(new Tree(), ...records.map((rec) => layerEntries(rec!)));
+      assert.equal(tree.has("etc/version"), false);
+      assert.equal(tree.get("etc/added")?.type, "file");
+      assert.equal(tree.get("usr/bin/tool3")?.type, "file");
+      assert.deepEqual((await fsck(store)).problems, []);
     });
   });
 
