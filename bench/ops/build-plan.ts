@@ -5,7 +5,9 @@
  * number of images the plan keeps (a no-change re-plan keeps them all).
  */
 import { readFile, writeFile } from "node:fs/promises";
-import { type DestinationState, hashInputFiles, loadGraph, plan } from "../../src/build/index.js";
+import { loadGraph } from "../../src/build/graph.js";
+import { hashInputFiles } from "../../src/build/inputs.js";
+import { type DestinationState, plan } from "../../src/build/plan.js";
 
 const [file, stateFile, flag] = process.argv.slice(2);
 if (!file || !stateFile) throw new Error("usage: build-plan IMAGES_YAML STATE_JSON [--write-state]");

@@ -1,4 +1,17 @@
-/** The build module's public surface: images.yaml → graph → tags → plan → CI; producers. */
+/**
+ * The build module's public surface: images.yaml → graph → tags → plan → CI;
+ * producers; building, destinations, channels. (The CLI imports the files it needs
+ * directly, so `plan` does not load the layer and compression code.)
+ */
+export {
+  defaultChannel,
+  type ExpiredTag,
+  expirePreMerge,
+  type PromoteResult,
+  parseAge,
+  promote,
+  promoteManifest,
+} from "./channels.js";
 export {
   buildJobName,
   exportJobName,
@@ -6,6 +19,15 @@ export {
   generateGitlabCi,
   promoteJobName,
 } from "./ci-gitlab.js";
+export {
+  type Destination,
+  LATEST_TAG,
+  parseDestination,
+  planBuild,
+  readDestinationState,
+  readImage,
+  readRecord,
+} from "./destination.js";
 export {
   ARCHITECTURES,
   type ArchInfo,
@@ -33,6 +55,17 @@ export { type ImageUnpacker, type ImportProducer, produceImport } from "./produc
 export { type MmdebstrapProducer, mmdebstrapArgs, produceMmdebstrap } from "./producers/mmdebstrap.js";
 export { mountsUnder, removeTree, unmountAll } from "./producers/mounts.js";
 export { produceScript, type ScriptProducer, scriptDriver } from "./producers/script.js";
+export { clampTreeTimes, copyRootfs, makeReproducible, unpackImage } from "./rootfs.js";
+export {
+  type BuildOptions,
+  type BuildReport,
+  type BuiltImage,
+  buildImages,
+  buildSet,
+  DEFAULT_SOURCE_DATE_EPOCH,
+  PARENT_LABEL,
+  VERSION_LABEL,
+} from "./run.js";
 export { type ParsedImagesFile, parseImagesFile } from "./schema.js";
 export {
   type Channel,
