@@ -17,7 +17,8 @@
  * before timing: the writers alone.
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { ExportEntry } from "../../src/export/entry.js";
@@ -91,7 +92,9 @@ async function podmanSetup(work: string): Promise<{ env: NodeJS.ProcessEnv; podm
 export async function run(): Promise<string> {
   const rootfs = await debianRootfsDir("reference");
   const rootfsTar = await debianRootfsTar("reference");
-  const work = await mkdtemp("/var/tmp/rootstock-bench-export-");
+  // Lowercase: podman names an image pulled from oci:PATH after the path.
+  const work = `/var/tmp/rootstock-bench-export-${randomBytes(6).toString("hex")}`;
+  await mkdir(work);
   const store = join(work, "store");
   const ref = "store:ref:bench";
   const tables: string[] = [];
