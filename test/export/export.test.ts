@@ -31,12 +31,13 @@ import { digestImage, digestPath } from "../../src/export/digest.js";
 import { type ExportFormat, exportImage } from "../../src/export/export.js";
 import { pruneFarm } from "../../src/export/farm.js";
 import { assembleImage, hostPlatform, writeImage } from "../../src/image/assemble.js";
+import { copyImage } from "../../src/image/copy.js";
 import { type Endpoint, openEndpoint } from "../../src/image/endpoint.js";
 import { importTarball } from "../../src/image/import.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { diff, directoryContent, scan, treeAsLayer, treeDigest, writeLayer } from "../../src/tree/index.js";
 import { rootstock } from "../helpers/cli.js";
-import { debianRootfsTar } from "../helpers/fixtures.js";
+import { debianRootfsTar, hasCommand } from "../helpers/fixtures.js";
 
 const run = promisify(execFile);
 
@@ -138,6 +139,77 @@ test("digest is equal for the image and its dir (hardlink, copy), tar, tar.zst, 
   assert.equal(await sha256File(join(work, "unzstd.tar")), await sha256File(join(work, "rootfs.tar")));
   await rm(gnu, { recursive: true, force: true });
   await rm(join(work, "dir-c"), { recursive: true, force: true });
+});
+
+test("the farm is a cache: pruning removes objects no export links, a later export remakes them", async () => {
+  await rm(join(work, "dir-h2"), { recursive: true, force: true });
+  const kept = pruneFarm(storeDir);
+  assert.ok(kept.kept > 4000, "objects linked by dir-h stay");
+  await rm(join(work, "dir-h"), { recursive: true, force: true });
+  const pruned = pruneFarm(storeDir);
+  assert.ok(pruned.removed >= kept.kept);
+  const again = await exportTo("store:deb:essential", "dir", join(work, "dir-h3"));
+  assert.ok((again.dir?.farm.made ?? 0) > 4000);
+  assert.equal((await digestPath(join(work, "dir-h3"))).treeDigest, imageDigest);
+});
+
+test("podman export of the same image has the image's tree digest (podman adds nothing to a created container)", async (t) => {
+  if (!(await hasCommand("podman"))) {
+    t.skip("podman is not installed");
+    return;
+  }
+  // Lowercase: podman names an image pulled from oci:PATH after the path.
+  const dir = `/var/tmp/rootstock-podman-${createHash("sha256").update(work).digest("hex").slice(0, 12)}`;
+  await mkdir(dir);
+  const layout = join(dir, "layout");
+  const src = await endpoint("store:deb:essential");
+  const dst = await openEndpoint(parseReference(`oci:${layout}:deb`), { storeDir, create: true });
+  await copyImage(src, dst, "deb");
+  await src.close();
+  await dst.close();
+  // peers.md: private mount namespace, no network, lower ulimits; a private vfs storage.
+  await writeFile(
+    join(dir, "containers.conf"),
+    '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n',
+  );
+  await writeFile(
+    join(dir, "storage.conf"),
+    `[storage]\ndriver = "vfs"\nrunroot = "${dir}/run"\ngraphroot = "${dir}/graph"\n`,
+  );
+  const env = {
+    ...process.env,
+    CONTAINERS_CONF: join(dir, "containers.conf"),
+    CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
+  };
+  const podman = (...args: string[]) =>
+    run(
+      "unshare",
+      [
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"',
+        "podman",
+        ...args,
+      ],
+      { env, maxBuffer: 16 << 20 },
+    );
+  try {
+    // podman 4.3 pulls an OCI layout directly (`oci:PATH:TAG`), zstd:chunked layer included.
+    const id = (await podman("pull", "-q", `oci:${layout}:deb`)).stdout.trim().split("\n").pop()!;
+    const container = (await podman("create", id, "true")).stdout.trim();
+    const out = join(dir, "podman.tar");
+    await podman("export", "-o", out, container);
+    await podman("rm", container);
+    // Same tree: no /etc/hostname, /etc/resolv.conf or /run/.containerenv in the export
+    // (podman bind-mounts those into a running container; a created one has none).
+    assert.equal((await digestPath(out)).treeDigest, imageDigest);
+  } finally {
+    await podman("system", "reset", "-f").catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("tar export is reproducible: the same image gives the same bytes, to a file and to stdout", async () => {
@@ -314,16 +386,4 @@ test("CLI: --force rules, one-line errors, nothing half-written", async () => {
   );
   assert.match(overlayMissing.stderr, /^rootstock: --overlay \/nonexistent\/init: no such file/);
   await rm(dir, { recursive: true, force: true });
-});
-
-test("the farm is a cache: pruning removes objects no export links, a later export remakes them", async () => {
-  await rm(join(work, "dir-h2"), { recursive: true, force: true });
-  const kept = pruneFarm(storeDir);
-  assert.ok(kept.kept > 4000, "objects linked by dir-h stay");
-  await rm(join(work, "dir-h"), { recursive: true, force: true });
-  const pruned = pruneFarm(storeDir);
-  assert.ok(pruned.removed >= kept.kept);
-  const again = await exportTo("store:deb:essential", "dir", join(work, "dir-h3"));
-  assert.ok((again.dir?.farm.made ?? 0) > 4000);
-  assert.equal((await digestPath(join(work, "dir-h3"))).treeDigest, imageDigest);
 });
