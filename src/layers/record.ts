@@ -6,7 +6,12 @@
  * tar-split, kept as a blob, rebuilds the exact layer tar from the file objects.
  *
  * In the store a record is a metadata document keyed by the layer's blob digest:
- *   { standsInForBlob: true, blobs: [tarSplit], files: [every file digest], data: LayerRecord }
+ *   { standsInForBlob: true, blobs: [tarSplit, entriesBlob], files: [every file digest],
+ *     data: LayerRecord with `entries: []` and `entriesBlob: {digest, size}` }
+ * where the entries blob is zstd(JSON of `entries`) (a record's JSON is mostly its
+ * entries: ~2 MB for a Debian rootfs, ~10x less compressed). readLayerRecord
+ * returns the record with its entries inline; a document with inline entries and
+ * no entriesBlob is read as is.
  * so gc keeps the file objects and tar-split alive while an image references the layer,
  * and fsck accepts the blob itself being absent.
  */

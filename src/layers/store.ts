@@ -5,6 +5,7 @@
  */
 import type { ContentStore } from "../cas/store.js";
 import type { TocEntry } from "../compress/toc.js";
+import { zstdCompress, zstdDecompress } from "../compress/zstd.js";
 import { RootstockError } from "../errors.js";
 import { type Digest, isDigest } from "../oci/digest.js";
 import { LAYER_RECORD_VERSION, type LayerRecord } from "./record.js";
@@ -21,12 +22,27 @@ export async function writeLayerRecord(
 ): Promise<void> {
   checkRecord(record, `layer record ${record.blob.digest}`);
   const files = [...new Set(fileDigests)].sort();
-  await store.putMeta<LayerRecord>(record.blob.digest, {
-    standsInForBlob: true,
-    blobs: [record.tarSplit.digest],
-    files,
-    data: record,
+  return store.withLease(async () => {
+    // The entries are most of a record: kept as a zstd blob (~10x smaller than the JSON).
+    const entries = await store.putBlob(zstdCompress(Buffer.from(JSON.stringify(record.entries)), 6));
+    const { entries: _inline, ...rest } = record;
+    const stored: StoredLayerRecord = {
+      ...rest,
+      entries: [],
+      entriesBlob: { digest: entries.digest, size: entries.size },
+    };
+    await store.putMeta<StoredLayerRecord>(record.blob.digest, {
+      standsInForBlob: true,
+      blobs: [record.tarSplit.digest, entries.digest],
+      files,
+      data: stored,
+    });
   });
+}
+
+/** On disk, `entries` may live in a blob (zstd of their JSON); readLayerRecord inlines them. */
+interface StoredLayerRecord extends LayerRecord {
+  entriesBlob?: { digest: Digest; size: number };
 }
 
 /** The record of a layer, or undefined when the store has none. Malformed records are STORE_CORRUPT. */
@@ -38,7 +54,17 @@ export async function readLayerRecord(
   if (!doc) return undefined;
   const what = `layer record ${layerDigest}`;
   try {
-    const record = doc.data as LayerRecord;
+    const stored = doc.data as StoredLayerRecord;
+    let record: LayerRecord = stored;
+    if (stored && typeof stored === "object" && stored.entriesBlob) {
+      if (!isDigest(stored.entriesBlob.digest)) throw new Error("entriesBlob.digest is not a sha256 digest");
+      const z = await store.readBlob(stored.entriesBlob, 1 << 30);
+      const { entriesBlob: _blob, ...rest } = stored;
+      record = {
+        ...rest,
+        entries: JSON.parse(Buffer.from(zstdDecompress(z, `${what} entries`)).toString("utf8")),
+      };
+    }
     checkRecord(record, what);
     if (record.blob.digest !== layerDigest) throw new Error(`names blob ${record.blob.digest}`);
     return record;
