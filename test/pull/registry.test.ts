@@ -149,6 +149,9 @@ describe("pull from a registry", () => {
       const unique = [...seen.values()].reduce((a, b) => a + b, 0);
       const usage = await du(store);
       const stored = usage.files.bytes + usage.blobs.bytes + usage.meta.bytes;
+      t.diagnostic(
+        `store ${stored} bytes for ${unique} bytes of unique file content (${(stored / unique).toFixed(3)}x)`,
+      );
       assert.ok(
         stored <= 1.1 * unique,
         `store holds ${stored} bytes for ${unique} bytes of unique file content`,
