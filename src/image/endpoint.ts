@@ -9,7 +9,7 @@ import { ContentStore } from "../cas/store.js";
 import { RootstockError } from "../errors.js";
 import { OciLayout } from "../layout/layout.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
-import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
+import { type Digest, sha256, verifyDigest } from "../oci/digest.js";
 import { isIndexMediaType, isManifestMediaType } from "../oci/mediatypes.js";
 import { formatReference, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/types.js";
@@ -224,29 +224,31 @@ class RegistryEndpoint implements Endpoint {
   }
 
   async put(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
-    let digest = expected?.digest;
-    let size = expected?.size;
-    let bytes: Uint8Array | undefined;
-    if (digest === undefined || size === undefined) {
-      // Pushing needs the digest up front; without it, the bytes are buffered and hashed.
-      if (source instanceof Uint8Array) bytes = source;
-      else {
-        const parts: Uint8Array[] = [];
-        for await (const c of source) parts.push(c);
-        bytes = Buffer.concat(parts);
+    if (source instanceof Uint8Array) {
+      const digest = sha256(source);
+      if (expected?.digest !== undefined || expected?.size !== undefined) {
+        verifyDigest(
+          { digest, size: source.length },
+          { digest: expected.digest ?? digest, size: expected.size },
+          `${this.name}: blob`,
+        );
       }
-      const d = new Digester();
-      d.update(bytes);
-      digest = d.digest();
-      size = bytes.length;
-      if (expected?.digest && expected.digest !== digest) {
-        verifyDigest({ digest, size }, { digest: expected.digest }, `${this.name}: blob`);
-      }
-    } else if (source instanceof Uint8Array) bytes = source;
-    if (await this.has(digest)) return { digest, size, existed: true };
-    const content = bytes ?? (() => source as AsyncIterable<Uint8Array>);
-    const result = await this.repo.pushBlob(content, { digest, size });
-    return { digest, size, existed: result === "exists" };
+      const result = await this.repo.pushBlob(source, { digest, size: source.length });
+      return { digest, size: source.length, existed: result === "exists" };
+    }
+    if (expected?.digest !== undefined && expected.size !== undefined) {
+      const { digest, size } = expected as { digest: Digest; size: number };
+      // A stream can be read once: a retry of the upload cannot re-open it.
+      const result = await this.repo.pushBlob(() => source, { digest, size });
+      return { digest, size, existed: result === "exists" };
+    }
+    // Digest unknown until the end (a layer being encoded): streamed in PATCH chunks,
+    // hashed on the way, committed under the digest it turned out to have.
+    const pushed = await this.repo.pushStream(source, {
+      ...(expected?.digest ? { digest: expected.digest } : {}),
+      ...(expected?.size !== undefined ? { size: expected.size } : {}),
+    });
+    return { ...pushed, existed: false };
   }
 
   async putFrom(

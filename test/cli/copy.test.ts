@@ -102,6 +102,23 @@ describe("rootstock copy", () => {
     });
   });
 
+  test("import straight into a registry streams the layer (digest known only at its end)", async () => {
+    await withTempDir(async (dir) => {
+      const tar = join(dir, "etc.tar");
+      await run("tar", ["-cf", tar, "-C", "/etc", "."]);
+      const imported = JSON.parse(
+        await ok(["--json", "-q", "import", tar, `docker://${reg.host}/direct/etc:1`]),
+      );
+      const { stdout } = await run("skopeo", [
+        "inspect",
+        "--tls-verify=false",
+        `docker://${reg.host}/direct/etc:1`,
+      ]);
+      assert.equal(JSON.parse(stdout).Digest, imported.digest);
+      assert.deepEqual(JSON.parse(stdout).Layers, [imported.layer.digest]);
+    });
+  });
+
   test("a missing tag at a registry is a one-line error with the registry's code", async () => {
     const r = await rootstock(["copy", `docker://${reg.host}/nothing/here:1`, "oci:/tmp/never-written"]);
     assert.equal(r.code, 5, r.stderr);
