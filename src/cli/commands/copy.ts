@@ -1,8 +1,6 @@
 /** `rootstock copy SRC DST` and `rootstock tags REPO`: moving images between endpoints. */
 import type { Compression } from "../../compress/layer.js";
 import { RootstockError } from "../../errors.js";
-import { copyImage } from "../../image/copy.js";
-import { openEndpoint, registryClient } from "../../image/endpoint.js";
 import { parseReference } from "../../oci/reference.js";
 import { formatBytes } from "../progress.js";
 import { compressionOption } from "./import.js";
@@ -17,6 +15,8 @@ export const registerCopy: RegisterCommand = (program, context) => {
     .addOption(compressionOption())
     .option("--fast", "zstd:chunked at its fast level")
     .action(async (srcText: string, dstText: string, opts: { compression?: Compression; fast?: boolean }) => {
+      const { copyImage } = await import("../../image/copy.js");
+      const { openEndpoint } = await import("../../image/endpoint.js");
       const ctx = context();
       const srcRef = parseReference(srcText);
       const dstRef = parseReference(dstText);
@@ -55,6 +55,7 @@ export const registerCopy: RegisterCommand = (program, context) => {
     .description("list the tags of a repository")
     .argument("<repo>", "docker://HOST/REPO | oci:PATH | store:REPO")
     .action(async (repoText: string) => {
+      const { registryClient } = await import("../../image/endpoint.js");
       const ctx = context();
       const ref = parseReference(repoText);
       let tags: string[];

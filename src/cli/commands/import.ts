@@ -2,8 +2,6 @@
 import { Option } from "commander";
 import type { Compression } from "../../compress/layer.js";
 import { RootstockError } from "../../errors.js";
-import { openEndpoint } from "../../image/endpoint.js";
-import { importTarball } from "../../image/import.js";
 import { parseReference } from "../../oci/reference.js";
 import { formatBytes } from "../progress.js";
 import type { RegisterCommand } from "./index.js";
@@ -22,6 +20,8 @@ export const registerImport: RegisterCommand = (program, context) => {
     .addOption(compressionOption().default("zstd:chunked"))
     .option("--fast", "zstd:chunked at its fast level (same chunks, bigger frames)")
     .action(async (tarball: string, destText: string, opts: { compression: Compression; fast?: boolean }) => {
+      const { openEndpoint } = await import("../../image/endpoint.js");
+      const { importTarball } = await import("../../image/import.js");
       const ctx = context();
       const ref = parseReference(destText);
       const tag = ref.tag;

@@ -1,9 +1,7 @@
 /** `rootstock inspect REF`: what an image is: manifest, config, layers. */
-import { readChunkedMetadata } from "../../compress/chunked-reader.js";
 import type { Toc } from "../../compress/toc.js";
 import { RootstockError } from "../../errors.js";
-import { type Endpoint, openEndpoint } from "../../image/endpoint.js";
-import { readImage } from "../../layout/image.js";
+import type { Endpoint } from "../../image/endpoint.js";
 import { layerCompression } from "../../oci/mediatypes.js";
 import { parseReference } from "../../oci/reference.js";
 import type { Descriptor } from "../../oci/types.js";
@@ -23,6 +21,7 @@ function layerFormat(mediaType: string, annotations: Record<string, string> | un
 
 /** The verified TOC of a zstd:chunked layer (older generations: located by the footer, listing only). */
 async function readLayerToc(endpoint: Endpoint, layer: Descriptor): Promise<Toc> {
+  const { readChunkedMetadata } = await import("../../compress/chunked-reader.js");
   const meta = await readChunkedMetadata(
     (start, end) => endpoint.readRange(layer.digest, start, end),
     layer,
@@ -46,6 +45,8 @@ export const registerInspect: RegisterCommand = (program, context) => {
       "list a zstd:chunked layer's table of contents (layer index or digest; default the last)",
     )
     .action(async (refText: string, opts: { raw?: boolean; toc?: string | boolean }) => {
+      const { openEndpoint } = await import("../../image/endpoint.js");
+      const { readImage } = await import("../../layout/image.js");
       const ctx = context();
       const endpoint: Endpoint = await openEndpoint(parseReference(refText), ctx.endpoint);
       try {

@@ -1,17 +1,15 @@
 /** `rootstock store ls|gc|fsck|du`: look after the local content store. */
 import type { Command } from "commander";
-import { du } from "../../cas/du.js";
-import { fsck } from "../../cas/fsck.js";
-import { gc } from "../../cas/gc.js";
-import { ContentStore } from "../../cas/store.js";
+import type { ContentStore } from "../../cas/store.js";
 import { RootstockError } from "../../errors.js";
-import { layerUsage } from "../../layers/usage.js";
 import type { CommandContext } from "../context.js";
 import { formatBytes } from "../progress.js";
 import { table } from "../table.js";
 import type { RegisterCommand } from "./index.js";
 
+// The store's code loads when a store command runs, so other commands start faster.
 async function openStore(ctx: CommandContext): Promise<ContentStore> {
+  const { ContentStore } = await import("../../cas/store.js");
   return ContentStore.open(ctx.storeDir);
 }
 
@@ -63,6 +61,7 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
           });
         }
       }
+      const { gc } = await import("../../cas/gc.js");
       const report = await gc(await openStore(ctx), { dryRun: opts.dryRun === true, progress: ctx.progress });
       ctx.progress.finish();
       const verb = report.dryRun ? "would free" : "freed";
@@ -80,6 +79,7 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
     .option("--repair", "delete corrupt objects (re-fetch or re-import them afterwards)")
     .action(async (opts: { repair?: boolean }) => {
       const ctx = context();
+      const { fsck } = await import("../../cas/fsck.js");
       const report = await fsck(await openStore(ctx), {
         repair: opts.repair === true,
         progress: ctx.progress,
@@ -108,6 +108,8 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
     .action(async () => {
       const ctx = context();
       const opened = await openStore(ctx);
+      const { du } = await import("../../cas/du.js");
+      const { layerUsage } = await import("../../layers/usage.js");
       const usage = await du(opened);
       const layers = await layerUsage(opened);
       const row = (name: string, u: { count: number; bytes: number; storedBytes: number }) => [
