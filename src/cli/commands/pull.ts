@@ -1,10 +1,6 @@
 /** `rootstock pull SRC [DEST]`: an image into the store, fetching only the files it lacks. */
-import { ContentStore } from "../../cas/store.js";
 import { RootstockError } from "../../errors.js";
 import { parseReference } from "../../oci/reference.js";
-import { defaultDestination } from "../../pull/destination.js";
-import { pullImage } from "../../pull/pull.js";
-import { openPullSource } from "../../pull/source.js";
 import { formatBytes } from "../progress.js";
 import type { RegisterCommand } from "./index.js";
 
@@ -15,6 +11,10 @@ export const registerPull: RegisterCommand = (program, context) => {
     .argument("<src>", "docker://HOST/REPO[:TAG|@DIGEST] | oci:PATH[:TAG]")
     .argument("[dest]", "store:REPO[:TAG] (default: the source's registry/repository:tag)")
     .action(async (srcText: string, destText: string | undefined) => {
+      const { ContentStore } = await import("../../cas/store.js");
+      const { defaultDestination } = await import("../../pull/destination.js");
+      const { pullImage } = await import("../../pull/pull.js");
+      const { openPullSource } = await import("../../pull/source.js");
       const ctx = context();
       const ref = parseReference(srcText);
       let destination = defaultDestination(ref);
