@@ -25,7 +25,8 @@ const VARIANT_ARGS: Record<DebianVariant, string[]> = {
   reference: ["--variant=apt", "--include=python3,libgl1-mesa-dri"],
 };
 
-async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+/** Runs `fn` holding the fixture lock `name` (other test processes wait; stale locks are broken). */
+export async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   await mkdir(FIXTURE_DIR, { recursive: true });
   const lockPath = join(FIXTURE_DIR, `${name}.lock`);
   for (let waited = 0; ; waited += 500) {

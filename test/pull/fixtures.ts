@@ -6,39 +6,15 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { cp, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { cp, mkdir, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { FIXTURE_DIR } from "../helpers/fixtures.js";
+import { FIXTURE_DIR, withLock } from "../helpers/fixtures.js";
 
 const run = promisify(execFile);
 
 /** Small bookworm packages, added one per image. */
 export const GROWING_PACKAGES = ["hello", "less", "file", "nano", "bc", "tree", "jq", "vim-tiny", "strace"];
-
-async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  await mkdir(FIXTURE_DIR, { recursive: true });
-  const lockPath = join(FIXTURE_DIR, `${name}.lock`);
-  for (let waited = 0; ; waited += 500) {
-    try {
-      const handle = await open(lockPath, "wx");
-      await handle.write(String(process.pid));
-      await handle.close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const info = await stat(lockPath).catch(() => undefined);
-      if (info && Date.now() - info.mtimeMs > 15 * 60_000) await rm(lockPath, { force: true });
-      if (waited > 20 * 60_000) throw new Error(`fixture lock ${lockPath} held too long`);
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lockPath, { force: true });
-  }
-}
 
 /** Path of the tarball of growing image `index` (0 = essential, i = + i packages). */
 export async function growingDebianTar(index: number): Promise<string> {
