@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (the local store in ./.rootstock, no registry):
-# build a real Debian root filesystem with mmdebstrap, import it as a zstd:chunked
-# image, and show what the store now holds.
+# build the Mesa-shaped example graph for x86_64 (Debian bookworm from Debian's archive,
+# reproducible zstd:chunked layers, tags from content), show that a second plan has
+# nothing to do, then hand test-gl out as a LAVA rootfs tarball and prove with the tree
+# digest that the tarball and the image hold the same root filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rootstock() { node bin/rootstock.js "$@"; }
+graph=examples/mesa/images.yaml
 
-cache=.cache
-mkdir -p "$cache"
-rootfs="$cache/debian-bookworm-essential.tar"
-if [ ! -s "$rootfs" ]; then
-  echo "demo: building a Debian bookworm root filesystem with mmdebstrap (once, ~1 minute)" >&2
-  SOURCE_DATE_EPOCH=1700000000 mmdebstrap --quiet --mode=root --format=tar --variant=essential \
-    bookworm "$rootfs.partial"
-  mv "$rootfs.partial" "$rootfs"
-fi
-
-rootstock import "$rootfs" store:debian/bookworm:essential
+rootstock build "$graph" --arch x86_64 --to store:
 echo
-rootstock inspect store:debian/bookworm:essential
+rootstock plan "$graph" --arch x86_64 --to store:
+echo
+mkdir -p .cache
+image=store:debian/x86_64_test-gl:latest
+rootstock export "$image" --format tar.zst -o .cache/lava-rootfs.tar.zst --force
+echo "tree digest of the image:      $(rootstock digest "$image")"
+echo "tree digest of the tarball:    $(rootstock digest .cache/lava-rootfs.tar.zst)"
 echo
 rootstock -q store fsck
 rootstock store du
