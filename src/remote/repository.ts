@@ -502,21 +502,7 @@ export class Repository {
     const contentType = headerValue(res.headers, "content-type");
     if (res.statusCode === 200) {
       // The whole blob: walk it, feed each span its bytes, stop once all are done.
-      let position = 0;
-      let index = 0;
-      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
-        const chunkEnd = position + chunk.length;
-        while (index < collectors.length) {
-          const c = collectors[index]!;
-          const from = Math.max(c.expected, position);
-          const to = Math.min(c.span.end, chunkEnd);
-          if (from < to) yield* c.write(chunk.subarray(from - position, to - position));
-          if (c.expected >= c.span.end) index++;
-          else break;
-        }
-        position = chunkEnd;
-        if (index >= collectors.length) return;
-      }
+      yield* feedSpans(res.body as AsyncIterable<Uint8Array>, 0, collectors);
       return;
     }
     const boundary = multipartBoundary(contentType);
@@ -540,23 +526,10 @@ export class Repository {
           `asked for ${rangeHeader(collectors.map((c) => c.span))}, got Content-Range ${JSON.stringify(raw ?? "")}`,
         );
       }
-      let position = got.start;
-      let index = 0;
-      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
-        const chunkEnd = position + chunk.length;
-        while (index < collectors.length) {
-          const c = collectors[index]!;
-          const from = Math.max(c.expected, position);
-          const to = Math.min(c.span.end, chunkEnd);
-          if (from < to) yield* c.write(chunk.subarray(from - position, to - position));
-          if (c.expected >= c.span.end) index++;
-          else break;
-        }
-        position = chunkEnd;
-        if (position > got.end)
-          throw new RegistryError(where, 206, undefined, "body longer than its Content-Range");
-        if (index >= collectors.length) return;
-      }
+      yield* feedSpans(res.body as AsyncIterable<Uint8Array>, got.start, collectors, {
+        end: got.end,
+        tooLong: () => new RegistryError(where, 206, undefined, "body longer than its Content-Range"),
+      });
       return;
     }
     // Several ranges: each part must answer one asked span exactly, once.
@@ -1045,4 +1018,33 @@ async function* rechunk(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>
     }
   }
   if (held > 0) yield Buffer.concat(parts, held);
+}
+
+/**
+ * Cuts the spans `collectors` wait for (in blob order) out of a body whose first byte
+ * is blob byte `start`; returns as soon as every span is complete. With `limit`, a body
+ * running past `limit.end` is refused.
+ */
+async function* feedSpans(
+  body: AsyncIterable<Uint8Array>,
+  start: number,
+  collectors: SpanCollector[],
+  limit?: { end: number; tooLong: () => Error },
+): AsyncGenerator<RangeBytes> {
+  let position = start;
+  let index = 0;
+  for await (const chunk of body) {
+    const chunkEnd = position + chunk.length;
+    while (index < collectors.length) {
+      const c = collectors[index]!;
+      const from = Math.max(c.expected, position);
+      const to = Math.min(c.span.end, chunkEnd);
+      if (from < to) yield* c.write(chunk.subarray(from - position, to - position));
+      if (c.expected >= c.span.end) index++;
+      else break;
+    }
+    position = chunkEnd;
+    if (limit && position > limit.end) throw limit.tooLong();
+    if (index >= collectors.length) return;
+  }
 }
