@@ -202,8 +202,11 @@ class RegistryEndpoint implements Endpoint {
     }
     // Manifests and indexes live behind /manifests/, everything else behind /blobs/;
     // callers pass descriptors, whose media type says which.
-    const mediaType = (blob as { mediaType?: string }).mediaType;
-    if (isManifestMediaType(mediaType) || isIndexMediaType(mediaType) || this.manifests.has(blob.digest)) {
+    if (
+      isManifestMediaType(blob.mediaType) ||
+      isIndexMediaType(blob.mediaType) ||
+      this.manifests.has(blob.digest)
+    ) {
       const m = await this.repo.getManifest(blob.digest);
       verifyDigest(
         { digest: m.digest, size: m.bytes.length },

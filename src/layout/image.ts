@@ -34,11 +34,15 @@ export async function readImage(
 ): Promise<ResolvedImage> {
   let desc = descriptor;
   for (let depth = 0; depth < 4; depth++) {
-    const bytes = await source.read({ digest: desc.digest, size: desc.size });
+    const bytes = await source.read({ digest: desc.digest, size: desc.size, mediaType: desc.mediaType });
     const doc = parseImageDocument(bytes, desc.mediaType, `manifest ${desc.digest}`);
     if (doc.kind === "manifest") {
       const config = parseImageConfig(
-        await source.read({ digest: doc.manifest.config.digest, size: doc.manifest.config.size }),
+        await source.read({
+          digest: doc.manifest.config.digest,
+          size: doc.manifest.config.size,
+          mediaType: doc.manifest.config.mediaType,
+        }),
         `config ${doc.manifest.config.digest}`,
       );
       checkDiffIds(doc.manifest, config, `image ${desc.digest}`);

@@ -11,6 +11,8 @@ export interface BlobRef {
   digest: Digest;
   /** Checked at the end of a read or write when given. */
   size?: number;
+  /** When known: a registry serves manifests and indexes apart from other blobs. */
+  mediaType?: string;
 }
 
 export interface BlobSource {

@@ -10,6 +10,7 @@ import { registryClient } from "../image/endpoint.js";
 import { OciLayout } from "../layout/layout.js";
 import type { BlobRef } from "../oci/blobs.js";
 import { type Digest, verifyDigest } from "../oci/digest.js";
+import { isIndexMediaType, isManifestMediaType } from "../oci/mediatypes.js";
 import { formatReference, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/types.js";
 import type { RegistryOptions } from "../remote/client.js";
@@ -62,10 +63,12 @@ export function registrySource(
   target: string,
   close: () => Promise<void>,
 ): PullSource {
+  let rootDigest: string | undefined;
   return {
     name,
     async resolveRoot() {
       const m = await repo.getManifest(target);
+      rootDigest = m.digest;
       return { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
     },
     async read(blob) {
@@ -74,14 +77,17 @@ export function registrySource(
           "INVALID_FORMAT",
           `${name}: ${blob.digest} is ${blob.size} bytes, over ${MAX_DOCUMENT}`,
         );
-      // Manifests and indexes live behind /manifests/, configs behind /blobs/.
-      try {
+      // Manifests and indexes live behind /manifests/, configs behind /blobs/. A
+      // registry may answer a config digest on /manifests/ with a 500 (distribution
+      // does), so only a document typed as a manifest, or the root, goes there.
+      if (
+        isManifestMediaType(blob.mediaType) ||
+        isIndexMediaType(blob.mediaType) ||
+        blob.digest === rootDigest
+      ) {
         const m = await repo.getManifest(blob.digest);
         verifyDigest({ digest: m.digest, size: m.bytes.length }, blob, `${name}: ${blob.digest}`);
         return m.bytes;
-      } catch (err) {
-        if (!(err instanceof RootstockError) || (err.code !== "NOT_FOUND" && err.code !== "REGISTRY"))
-          throw err;
       }
       const parts: Uint8Array[] = [];
       let total = 0;
