@@ -6,11 +6,23 @@
  * never see a half-written object, and a rejected one leaves nothing behind.
  */
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { chmod, type FileHandle, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { RootstockError } from "../errors.js";
-import { type Digest, Digester, verifyDigest } from "../oci/digest.js";
+import { type Digest, Digester, sha256, verifyDigest } from "../oci/digest.js";
 
 /** Process start time in clock ticks (Linux), so a reused pid is not taken for its predecessor. */
 function processStartTime(pid: number): string | undefined {
@@ -50,6 +62,15 @@ export function ownerOfName(name: string): string | undefined {
 
 export function uniqueName(): string {
   return `${PROCESS_ID}-${randomBytes(6).toString("hex")}`;
+}
+
+// Per-process prefix + counter: unique without a random draw per object.
+const namePrefix = uniqueName();
+let nameCounter = 0;
+
+/** A unique ingest name, cheaper than uniqueName() for many small objects. */
+function nextName(): string {
+  return `${namePrefix}-${(nameCounter++).toString(36)}`;
 }
 
 export async function fsyncDir(path: string): Promise<void> {
@@ -174,6 +195,7 @@ export async function ingest(
   opts: IngestOptions,
 ): Promise<CommitResult> {
   const { expected } = opts;
+  if (source instanceof Uint8Array && opts.durable === false) return ingestBytesSync(source, opts);
   if (expected?.digest !== undefined) {
     const target = opts.pathFor(expected.digest);
     const present = await stat(target).catch(() => undefined);
@@ -220,6 +242,110 @@ export async function ingest(
     await handle.close().catch(() => {});
     if (!committed) await rm(tmp, { force: true });
     if (!(source instanceof Uint8Array)) await closeSource(source).catch(() => {});
+    throw err;
+  }
+}
+
+const WRITE_NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+
+/** Creates a new ingest file in blocking calls: its name and an fd open for writing. */
+export function openIngestSync(ingestDir: string): { fd: number; tmp: string } {
+  const tmp = join(ingestDir, nextName());
+  try {
+    return { fd: openSync(tmp, WRITE_NEW, 0o444), tmp };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    forgetDir(ingestDir);
+    mkdirSync(ingestDir, { recursive: true });
+    return { fd: openSync(tmp, WRITE_NEW, 0o444), tmp };
+  }
+}
+
+export function writeAllSync(fd: number, bytes: Uint8Array): void {
+  for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+}
+
+/**
+ * Links a complete, verified, closed ingest file into place in blocking calls and
+ * removes the ingest name; whether an intact object was already there. `durable`
+ * fsyncs the object's directory (the caller fsynced the file).
+ */
+export function commitIngestSync(tmp: string, target: string, size: number, durable: boolean): boolean {
+  let existed = false;
+  try {
+    const dir = dirname(target);
+    if (!knownDirs.has(dir)) {
+      mkdirSync(dir, { recursive: true });
+      knownDirs.add(dir);
+    }
+    try {
+      linkSync(tmp, target);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") {
+        // The fan-out directory vanished behind our back (a repair): make it again.
+        forgetDir(dir);
+        mkdirSync(dir, { recursive: true });
+        linkSync(tmp, target);
+      } else if (code !== "EEXIST") throw err;
+      else if (statOrUndefined(target)?.size === size) existed = true;
+      else renameSync(tmp, target); // a damaged object: ours replaces it
+    }
+    if (durable && !existed) {
+      const dfd = openSync(dir, "r");
+      try {
+        fsyncSync(dfd);
+      } finally {
+        closeSync(dfd);
+      }
+    }
+  } finally {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+  }
+  return existed;
+}
+
+/**
+ * `ingest` for bytes in memory, in blocking calls (stat, open, write, close, link,
+ * unlink). A pull or import writes thousands of small objects: each async call is a
+ * thread-pool round trip that costs more than the syscall. Used on the main thread
+ * without fsync (nothing blocks for long), and by the file-writer workers.
+ */
+export function ingestBytesSync(bytes: Uint8Array, opts: IngestOptions): CommitResult {
+  const { expected } = opts;
+  const digest = sha256(bytes);
+  verifyDigest(
+    { digest, size: bytes.length },
+    { digest: expected?.digest ?? digest, size: expected?.size },
+    opts.what,
+  );
+  const target = opts.pathFor(digest);
+  const present = statOrUndefined(target);
+  if (present && present.size === bytes.length) return { digest, size: bytes.length, existed: true };
+  const durable = opts.durable ?? true;
+  const { fd, tmp } = openIngestSync(opts.ingestDir);
+  try {
+    writeAllSync(fd, bytes);
+    if (durable) fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw err;
+  }
+  closeSync(fd);
+  const existed = commitIngestSync(tmp, target, bytes.length, durable);
+  return { digest, size: bytes.length, existed };
+}
+
+export function statOrUndefined(path: string): { size: number } | undefined {
+  try {
+    return statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
 }

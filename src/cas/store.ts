@@ -114,6 +114,11 @@ export class ContentStore {
     await execFileAsync("sync", ["-f", this.root]);
   }
 
+  /** Objects were written into this store by other means (a writer thread): see flush(). */
+  noteCommitted(): void {
+    if (this.batch) this.unsynced = true;
+  }
+
   private committed<T>(result: T): T {
     if (this.batch) this.unsynced = true;
     return result;

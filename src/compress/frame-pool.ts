@@ -6,9 +6,10 @@
  * worker, which keeps that file's chunker and hashes.
  */
 import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { RootstockError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
+import { siblingModule, spawnWorker } from "../workers.js";
 
 export type FrameJob =
   | { kind: "raw"; data: Uint8Array; level?: number }
@@ -83,23 +84,11 @@ const BATCH_JOBS = 256;
 const INPUT_BUFFER_SIZE = 2 * 1024 * 1024;
 const MAX_FREE_BUFFERS = 8;
 
-function workerUrl(): URL {
-  // Under tsx the sources are .ts; compiled, they are .js.
-  const ext = import.meta.url.endsWith(".ts") ? "ts" : "js";
-  return new URL(`./frame-worker.${ext}`, import.meta.url);
-}
-
-/**
- * Under tsx (tests, benches) a worker does not inherit the TypeScript loader:
- * register it inside the worker before importing the .ts body.
- */
-function spawnWorker(): Worker {
-  const url = workerUrl();
+function newWorker(): Worker {
   // A small young generation: the workers allocate mostly short-lived buffers.
-  const resourceLimits = { maxYoungGenerationSizeMb: 8 };
-  if (!url.pathname.endsWith(".ts")) return new Worker(url, { resourceLimits });
-  const code = `import("tsx/esm/api").then((api) => { api.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(code, { eval: true, resourceLimits });
+  return spawnWorker(siblingModule(import.meta.url, "frame-worker"), {
+    resourceLimits: { maxYoungGenerationSizeMb: 8 },
+  });
 }
 
 export interface FramePoolOptions {
@@ -127,7 +116,7 @@ export class FramePool {
     const n = Math.max(1, opts.threads ?? Math.min(availableParallelism(), 4));
     this.slots = [];
     for (let i = 0; i < n; i++) {
-      const worker = spawnWorker();
+      const worker = newWorker();
       const slot: Slot = { worker, load: 0, batch: [], batchBytes: 0, inflight: new Map() };
       worker.on("message", (reply: WorkerReply) => this.onReply(slot, reply));
       worker.on("error", (err) => this.fail(err));

@@ -6,21 +6,21 @@
  * layer whose whole blob is at hand, so those layers dedup too.
  */
 import type { ContentStore } from "../cas/store.js";
-import { Crc64 } from "../compress/crc64.js";
 import { PADDING_CHUNK_SIZE, TarSplitPacker } from "../compress/tarsplit.js";
 import { type TocEntry, tocEntryFromHeader } from "../compress/toc.js";
 import { ZstdFrameWriter } from "../compress/zstd.js";
 import { RootstockError } from "../errors.js";
 import { type Digest, Digester, EMPTY_SHA256 } from "../oci/digest.js";
 import { readTar } from "../tar/reader.js";
+import { FileObjectWriter, type WriterResult } from "./file-writer.js";
 import { LAYER_RECORD_VERSION, type LayerRecord } from "./record.js";
 import { writeLayerRecord } from "./store.js";
 
 export interface ExplodeOptions {
   /** Called with the payload bytes stored so far (progress). */
   onBytes?: (tarBytes: number) => void;
-  /** Files written concurrently (small files are buffered; large ones stream). Default 8. */
-  concurrency?: number;
+  /** Payload bytes handed to the file-writer thread and not yet written. Default 16 MiB. */
+  inflightBytes?: number;
   /**
    * The stream checks diff_id itself and throws at its end (decodeLayer does):
    * skip hashing the tar a second time.
@@ -36,8 +36,14 @@ export interface ExplodeResult {
   newBytes: number;
 }
 
-/** Payloads up to this size are buffered and written concurrently. */
-const BUFFERED_FILE = 1 << 20;
+type FileLine = {
+  kind: "file";
+  name: string;
+  size: number;
+  crc: Uint8Array | null | undefined;
+  nameRaw?: Uint8Array;
+};
+type PackerLine = { kind: "segment"; bytes: Uint8Array } | FileLine;
 
 /**
  * Reads `tar` to its end, storing file objects as it goes, then checks the tar's
@@ -54,7 +60,7 @@ export async function explodeLayer(
   opts: ExplodeOptions = {},
 ): Promise<ExplodeResult> {
   return store.withLease(async () => {
-    const concurrency = opts.concurrency ?? 8;
+    const inflightBytes = opts.inflightBytes ?? 16 * 1024 * 1024;
     const tarDigest = opts.streamChecksDiffId ? undefined : new Digester();
     let tarSize = 0;
     async function* hashed(): AsyncGenerator<Uint8Array> {
@@ -68,26 +74,25 @@ export async function explodeLayer(
     // Level 3: the tar-split is small next to the layer and level 10 costs ~0.1 s per 100 MB of tar.
     const tsWriter = new ZstdFrameWriter(3);
     const packer = new TarSplitPacker((line) => tsWriter.write(line));
+    // Tar-split lines in tar order; a file's line waits for its CRC-64 from the writer.
+    const lines: PackerLine[] = [];
+    const drainLines = () => {
+      let i = 0;
+      for (; i < lines.length; i++) {
+        const line = lines[i] as PackerLine;
+        if (line.kind === "segment") packer.segment(line.bytes);
+        else if (line.crc === undefined) break;
+        else packer.file(line.name, line.size, line.crc, line.nameRaw);
+      }
+      if (i > 0) lines.splice(0, i);
+    };
     const entries: TocEntry[] = [];
-    const inflight = new Set<Promise<void>>();
+    const writer = new FileObjectWriter(store, inflightBytes);
+    const results: Promise<void>[] = [];
     let failure: unknown;
     let newFiles = 0;
     let newBytes = 0;
     let files = 0;
-    const track = (p: Promise<void>) => {
-      const t = p.catch((err) => {
-        failure ??= err;
-      });
-      inflight.add(t);
-      void t.finally(() => inflight.delete(t));
-    };
-    const stored = (entry: TocEntry, r: { digest: Digest; size: number; existed: boolean }) => {
-      entry.digest = r.digest;
-      if (!r.existed) {
-        newFiles++;
-        newBytes += r.size;
-      }
-    };
 
     const source = hashed();
     // The reader closes its input after the archive's end; shield the source from that
@@ -100,36 +105,60 @@ export async function explodeLayer(
         const entry = tocEntryFromHeader(h);
         const tsSize = h.declaredSize ?? h.size;
         if (h.declaredSize !== undefined) entry.size = h.declaredSize;
-        packer.segment(te.headerBytes);
         entries.push(entry);
         if (h.size === 0) {
-          packer.file(h.name, tsSize, tsSize > 0 ? new Uint8Array(8) : null, h.nameRaw);
+          lines.push({ kind: "segment", bytes: te.headerBytes.slice() });
+          lines.push({
+            kind: "file",
+            name: h.name,
+            size: tsSize,
+            crc: tsSize > 0 ? new Uint8Array(8) : null,
+            nameRaw: h.nameRaw,
+          });
           if (entry.type === "reg") entry.digest = EMPTY_SHA256;
+          drainLines();
           continue;
         }
         files++;
-        const crc = new Crc64();
-        if (h.size <= BUFFERED_FILE) {
-          const parts: Uint8Array[] = [];
-          for await (const c of te.payload) {
-            crc.update(c);
-            parts.push(c);
-          }
-          const bytes = Buffer.concat(parts);
-          while (inflight.size >= concurrency) await Promise.race(inflight);
-          track(store.putFile(bytes).then((r) => stored(entry, r)));
-        } else {
-          const payload = te.payload;
-          async function* crcd(): AsyncGenerator<Uint8Array> {
-            for await (const c of payload) {
-              crc.update(c);
-              yield c;
-            }
-          }
-          stored(entry, await store.putFile(crcd(), { size: h.size }));
+        lines.push({ kind: "segment", bytes: te.headerBytes.slice() });
+        const line: FileLine = {
+          kind: "file",
+          name: h.name,
+          size: tsSize,
+          crc: undefined,
+          nameRaw: h.nameRaw,
+        };
+        lines.push(line);
+        const id = writer.newFile();
+        let taken = 0;
+        let done: Promise<WriterResult> | undefined;
+        for await (const c of te.payload) {
+          taken += c.length;
+          done = writer.write(id, c, taken === c.length, taken === h.size);
+          await writer.room();
         }
-        packer.file(h.name, tsSize, crc.digest(), h.nameRaw);
+        if (!done) throw new RootstockError("INTERNAL", `${h.name}: payload ended before its size`);
+        results.push(
+          done.then(
+            (r) => {
+              entry.digest = r.digest;
+              line.crc = r.crc;
+              if (!r.existed) {
+                newFiles++;
+                newBytes += r.size;
+              }
+              drainLines();
+            },
+            (err) => {
+              failure ??= err;
+            },
+          ),
+        );
       }
+      writer.flush();
+      await Promise.all(results);
+      if (failure) throw failure;
+      drainLines();
       const trailer = reader.trailer;
       packer.segment(trailer.endBlocks);
       let seg: Uint8Array[] = [];
@@ -153,9 +182,8 @@ export async function explodeLayer(
       // blob digest and diff_id only after its last byte.
       while (!(await source.next()).done) {}
     } finally {
-      await Promise.all(inflight);
+      await writer.close();
     }
-    if (failure) throw failure;
     const got = tarDigest ? tarDigest.digest() : diffId;
     if (got !== diffId)
       throw new RootstockError(
