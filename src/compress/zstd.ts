@@ -16,10 +16,15 @@ const b = zstdBinding;
 export const WINDOW_LOG = 23;
 
 /** One zstd frame compressed incrementally; output is collected in memory (it is small). */
+const PENDING = 64 * 1024;
+
 export class ZstdFrameWriter {
   private readonly cctx = new b.CCtx();
   private readonly out: Uint8Array[] = [];
   private readonly buf = new Uint8Array(1 << 17);
+  // Small writes (tar-split lines) are gathered: one native call per 64 KiB, not per line.
+  private readonly pending = new Uint8Array(PENDING);
+  private pendingLength = 0;
   compressedSize = 0;
   size = 0;
 
@@ -30,12 +35,28 @@ export class ZstdFrameWriter {
 
   write(data: Uint8Array): void {
     this.size += data.length;
-    this.run(data, b.EndDirective.continue);
+    if (this.pendingLength + data.length <= PENDING) {
+      this.pending.set(data, this.pendingLength);
+      this.pendingLength += data.length;
+      return;
+    }
+    this.drain();
+    if (data.length < PENDING) {
+      this.pending.set(data, 0);
+      this.pendingLength = data.length;
+    } else this.run(data, b.EndDirective.continue);
   }
 
   end(): Uint8Array {
+    this.drain();
     this.run(new Uint8Array(0), b.EndDirective.end);
     return Buffer.concat(this.out, this.compressedSize);
+  }
+
+  private drain(): void {
+    if (this.pendingLength === 0) return;
+    this.run(this.pending.subarray(0, this.pendingLength), b.EndDirective.continue);
+    this.pendingLength = 0;
   }
 
   private run(data: Uint8Array, op: number): void {

@@ -31,7 +31,7 @@ parentPort.on("message", (msg) => {
       return;
     }
     const input = msg.chunk;
-    blobHash.update(input);
+    if (workerData.verifyBlob) blobHash.update(input);
     blobSize += input.length;
     const outs = [];
     let src = input;
@@ -48,17 +48,21 @@ parentPort.on("message", (msg) => {
       if (src.length === 0 && (produced < OUT || !inFrame)) break;
       if (consumed === 0 && produced === 0) break;
     }
-    parentPort.postMessage({ outs }, outs.map((o) => o.buffer));
+    // The input is consumed: its buffer goes back to be filled again.
+    parentPort.postMessage({ outs, recycled: input.buffer }, [...outs.map((o) => o.buffer), input.buffer]);
   } catch (err) {
     parentPort.postMessage({ error: String((err && err.message) || err) });
   }
 });
 `;
 
+const BATCH = 1024 * 1024;
+const IN_FLIGHT = 4;
 const BINDING = createRequire(import.meta.url).resolve("zstd-napi/binding");
 
 interface Reply {
   outs?: Uint8Array[];
+  recycled?: ArrayBuffer;
   error?: string;
   done?: boolean;
   blobDigest?: Digest;
@@ -67,13 +71,20 @@ interface Reply {
   tarSize?: number;
 }
 
-/** Decodes a tar+zstd blob (any zstd:chunked too) on a worker; verified at the end. */
+/**
+ * Decodes a tar+zstd blob (any zstd:chunked too) on a worker; verified at the end.
+ * `blobVerified`: the blob stream checks its own digest (a registry or store stream
+ * does), so the worker hashes only the tar.
+ */
 export async function* decodeZstdOnWorker(
   blob: AsyncIterable<Uint8Array>,
   desc: { digest: Digest; size: number },
   diffId: Digest,
+  opts: { blobVerified?: boolean } = {},
 ): AsyncGenerator<Uint8Array> {
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { binding: BINDING } });
+  const verifyBlob = !opts.blobVerified;
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { binding: BINDING, verifyBlob } });
+  const free: ArrayBuffer[] = [];
   const replies: Reply[] = [];
   let wake: (() => void) | undefined;
   let failure: unknown;
@@ -94,18 +105,37 @@ export async function* decodeZstdOnWorker(
       wake = undefined;
     }
     const r = replies.shift() as Reply;
+    if (r.recycled && free.length < IN_FLIGHT + 2) free.push(r.recycled);
     if (r.error) throw new RootstockError("COMPRESSION", `layer ${desc.digest}: zstd: ${r.error}`);
     return r;
   };
   try {
-    // Two chunks in flight: the worker decodes one while this thread consumes the other.
+    // Network chunks (64 KiB) are gathered into 1 MiB batches, transferred; up to
+    // four in flight keep the worker busy while this thread parses what came back.
     let pending = 0;
+    let batch = new Uint8Array(BATCH);
+    let filled = 0;
+    const send = () => {
+      worker.postMessage({ chunk: batch.subarray(0, filled) }, [batch.buffer]);
+      const reuse = free.pop();
+      batch = reuse ? new Uint8Array(reuse) : new Uint8Array(BATCH);
+      filled = 0;
+      pending++;
+    };
     for await (const chunk of blob) {
-      worker.postMessage({ chunk });
-      if (++pending < 2) continue;
-      pending--;
-      for (const out of (await next()).outs ?? []) yield out;
+      for (let at = 0; at < chunk.length; ) {
+        const take = Math.min(chunk.length - at, BATCH - filled);
+        batch.set(chunk.subarray(at, at + take), filled);
+        filled += take;
+        at += take;
+        if (filled === BATCH) send();
+      }
+      while (pending >= IN_FLIGHT) {
+        pending--;
+        for (const out of (await next()).outs ?? []) yield out;
+      }
     }
+    if (filled > 0) send();
     for (; pending > 0; pending--) for (const out of (await next()).outs ?? []) yield out;
     worker.postMessage({ end: true });
     const end = await next();
@@ -114,7 +144,7 @@ export async function* decodeZstdOnWorker(
         "SIZE_MISMATCH",
         `layer ${desc.digest}: blob has ${end.blobSize} bytes, descriptor says ${desc.size}`,
       );
-    if (end.blobDigest !== desc.digest)
+    if (verifyBlob && end.blobDigest !== desc.digest)
       throw new RootstockError("DIGEST_MISMATCH", `layer ${desc.digest}: blob hashes to ${end.blobDigest}`);
     if (end.tarDigest !== diffId)
       throw new RootstockError(

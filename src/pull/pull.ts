@@ -344,10 +344,11 @@ async function explodeFull(
     }
   }
   // zstd on a worker thread (two cores); gzip and plain tar through compress's decoder.
+  // Every PullSource stream (registry, layout, store) verifies the blob's digest itself.
   if (layer.annotations) parseChunkedAnnotations(layer.annotations); // refuses zstd:chunked + eStargz
   const tar =
     compressionOf(layer.mediaType) === "zstd"
-      ? decodeZstdOnWorker(counted(), layer, diffId)
+      ? decodeZstdOnWorker(counted(), layer, diffId, { blobVerified: true })
       : decodeLayer(counted(), layer, diffId);
   const result = await explodeLayer(store, tar, layerBlob(layer), diffId, {
     streamChecksDiffId: true,
