@@ -64,6 +64,14 @@ export function ourOp(name: string, ...args: string[]): string[] {
   return [process.execPath, "--import", "tsx", script, ...args];
 }
 
+/**
+ * argv that runs the rootstock CLI as users do: bin/rootstock.js, which runs the
+ * compiled dist/ (bench/run.ts builds it first) rather than the sources through tsx.
+ */
+export function ourCli(...args: string[]): string[] {
+  return [process.execPath, fileURLToPath(new URL("../bin/rootstock.js", import.meta.url)), ...args];
+}
+
 export function formatTable(title: string, rows: Measurement[], baseline?: string): string {
   const base = rows.find((r) => r.label === baseline);
   const header = ["operation", "wall s", base ? `x ${baseline}` : "", "peak RSS MB", "bytes", "note"];

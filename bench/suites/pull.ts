@@ -27,7 +27,7 @@ import type { Digest } from "../../src/oci/digest.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { startRegistry, type TestRegistry } from "../../test/helpers/registry.js";
 import { growingLayout, referenceLayout } from "../../test/pull/fixtures.js";
-import { formatTable, type Measurement, measure, ourOp } from "../lib.js";
+import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
 
 const GROWING = Number(process.env.PULL_BENCH_IMAGES ?? 10);
 
@@ -111,6 +111,7 @@ export async function run(): Promise<string> {
   const out: string[] = [];
   const work = await mkdtemp(join(tmpdir(), "rootstock-bench-pull-"));
   const reg = await startRegistry();
+  const cleanups: Array<() => Promise<unknown>> = [];
   try {
     // 1. Full pull of the reference rootfs.
     const refLayout = await referenceLayout();
@@ -122,7 +123,7 @@ export async function run(): Promise<string> {
       let from = await logLength(reg);
       const ours = await measure(
         "rootstock pull (empty store)",
-        ourOp("pull-image", storeDir, `docker://${image}`),
+        ourCli("--store", storeDir, "-q", "pull", `docker://${image}`),
       );
       full.push({ ...ours, bytes: await blobBytesSince(reg, from), note: `round ${round + 1}` });
       const pdir = join(work, `podman-full-${round}`);
@@ -130,9 +131,10 @@ export async function run(): Promise<string> {
       from = await logLength(reg);
       const theirs = await measure("podman pull (partial pulls on)", `${cmd} pull -q ${image}`, { env });
       full.push({ ...theirs, bytes: await blobBytesSince(reg, from), note: `round ${round + 1}` });
-      await rm(storeDir, { recursive: true, force: true });
-      await measure("cleanup", `${cmd} rmi -a -f >/dev/null 2>&1; rm -rf ${pdir}`, { env }).catch(
-        () => undefined,
+      // Nothing is deleted until the end: ext4 skips recently freed inodes when it
+      // allocates, so a big rm just before a pull slows the pull that follows.
+      cleanups.push(() =>
+        measure("cleanup", `${cmd} rmi -a -f >/dev/null 2>&1`, { env }).catch(() => undefined),
       );
     }
     out.push(
@@ -161,7 +163,10 @@ export async function run(): Promise<string> {
       }
       const ref = `${reg.host}/growing:g${i}`;
       let from = await logLength(reg);
-      const ours = await measure(`rootstock g${i}`, ourOp("pull-image", storeDir, `docker://${ref}`));
+      const ours = await measure(
+        `rootstock g${i}`,
+        ourCli("--store", storeDir, "-q", "pull", `docker://${ref}`),
+      );
       const ourBytes = await blobBytesSince(reg, from, f.digest);
       if (i > 0) worst = Math.max(worst, ourBytes / expected);
       rows.push({
@@ -185,6 +190,7 @@ export async function run(): Promise<string> {
     );
     await measure("cleanup", `${cmd} rmi -a -f >/dev/null 2>&1`, { env }).catch(() => undefined);
   } finally {
+    for (const cleanup of cleanups) await cleanup();
     await reg.stop();
     await rm(work, { recursive: true, force: true });
   }

@@ -176,6 +176,11 @@ export class ContentStore {
     return this.files.has(digest);
   }
 
+  /** hasFile in one blocking stat (see ObjectDir.hasSync). */
+  hasFileSync(digest: Digest): boolean {
+    return this.files.hasSync(digest);
+  }
+
   /** Path of a file object (to hardlink from or read); it may not exist. */
   filePath(digest: Digest): string {
     return this.files.path(digest);
@@ -313,7 +318,7 @@ export class ContentStore {
           throw new RootstockError("NOT_FOUND", `metadata ${key}: blob ${d} is not in the store`);
       }
       for (const d of checked.files ?? []) {
-        if (!(await this.files.has(d))) {
+        if (!this.files.hasSync(d)) {
           throw new RootstockError("NOT_FOUND", `metadata ${key}: file object ${d} is not in the store`);
         }
       }

@@ -235,9 +235,7 @@ async function pullLayer(
     );
     const files = fileRanges(meta.toc, meta.positions.tocOffset - SKIPPABLE_HEADER_SIZE);
     const have = new Set<Digest>();
-    await forEachLimit(unique(files.map((f) => f.entry.digest as Digest)), 32, async (d) => {
-      if (await store.hasFile(d)) have.add(d);
-    });
+    for (const d of unique(files.map((f) => f.entry.digest as Digest))) if (store.hasFileSync(d)) have.add(d);
     const plan = planPull(files, have, opts);
     report.files = plan.files;
     report.filesReused = plan.reusedFiles;
