@@ -10,59 +10,21 @@
  * - tar: `rootstock export --format tar` vs `tar -c` of the rootfs directory
  *   (goal: within 1.3x); tar.zst vs `tar -c | zstd -3 -T0`; cpio vs GNU cpio.
  *
- * Each of our operations runs twice: through tsx (what `npm run rootstock` does:
- * TypeScript compiled at startup) and as one esbuild bundle (what an installed
- * rootstock runs: no transpiling, one file to load), to separate startup from work.
- * Entry-manifest ops (export-dir, export-cpio) read a JSON entry list prepared
- * before timing: the writers alone.
+ * Our side is the CLI as users run it (bin/rootstock.js on the compiled dist/).
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { ExportEntry } from "../../src/export/entry.js";
 import { openEndpoint } from "../../src/image/endpoint.js";
 import { importTarball } from "../../src/image/import.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { debianRootfsDir, debianRootfsTar } from "../../test/helpers/fixtures.js";
-import { formatTable, type Measurement, measure, ourOp } from "../lib.js";
+import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
 
 const sh = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
-
-/** Entries as JSON (xattr values in hex) so the measured process only parses them. */
-export function entriesToManifest(entries: ExportEntry[]): string {
-  return JSON.stringify(
-    entries.map((e) => ({
-      ...e,
-      xattrs: (e.xattrs ?? []).map(([n, v]) => [n, Buffer.from(v).toString("hex")]),
-    })),
-  );
-}
-
-export function entriesFromManifest(json: string): ExportEntry[] {
-  const raw = JSON.parse(json) as Array<Omit<ExportEntry, "xattrs"> & { xattrs: Array<[string, string]> }>;
-  return raw.map((e) => ({
-    ...e,
-    xattrs: e.xattrs.map(([n, v]) => [n, Buffer.from(v, "hex")] as [string, Uint8Array]),
-  }));
-}
-
-/** One ESM file for an op (node_modules stay external; the file sits under node_modules/.cache to resolve them). */
-async function bundle(op: string): Promise<string[]> {
-  const out = join(ROOT, "node_modules/.cache/rootstock-bench", `${op}.mjs`);
-  await sh(join(ROOT, "node_modules/.bin/esbuild"), [
-    join(ROOT, "bench/ops", `${op}.ts`),
-    "--bundle",
-    "--platform=node",
-    "--format=esm",
-    "--packages=external",
-    "--log-level=error",
-    `--outfile=${out}`,
-  ]);
-  return [process.execPath, out];
-}
 
 const PODMAN_WRAPPER = `exec unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"' podman "$@"`;
 
@@ -123,7 +85,8 @@ export async function run(): Promise<string> {
       ref,
       `oci:${join(work, "gzip")}:ref`,
     ]);
-    const bundled = await bundle("export-image");
+    const ours = (format: string, output: string, ...extra: string[]) =>
+      ourCli("--store", store, "-q", "export", ref, "--format", format, "-o", output, ...extra);
     // ostree cannot commit device nodes: commit a hardlinked copy of the rootfs without them.
     const noDevices = join(work, "nodev");
     await sh("sh", [
@@ -142,28 +105,13 @@ export async function run(): Promise<string> {
     const out = (name: string) => join(work, "out", name);
     await mkdir(join(work, "out"));
     const dir: Measurement[] = [];
-    const first = await measure(
-      "rootstock export dir, first (explode + farm)",
-      ourOp("export-image", store, ref, "dir", out("first")),
-    );
+    const first = await measure("rootstock export dir, first (explode + farm)", ours("dir", out("first")));
     dir.push({ ...first, note: "once per image: layer exploded into the store, farm objects made" });
     dir.push(await measure("ostree checkout -H", `ostree --repo=${repo} checkout -H b ${out("ostree")}`));
     dir.push({
-      ...(await measure("rootstock export dir (hardlink, bundled)", [
-        ...bundled,
-        store,
-        ref,
-        "dir",
-        out("ours-b"),
-      ])),
+      ...(await measure("rootstock export dir (hardlink)", ours("dir", out("ours-b")))),
       note: `${imported.inventory.files} files, farm reused`,
     });
-    dir.push(
-      await measure(
-        "rootstock export dir (hardlink, tsx)",
-        ourOp("export-image", store, ref, "dir", out("ours-t")),
-      ),
-    );
     dir.push(await measure("cp -al", `cp -al ${rootfs} ${out("cp-al")}`));
     dir.push(
       await measure(
@@ -175,53 +123,34 @@ export async function run(): Promise<string> {
     dir.push(
       await measure("umoci unpack (gzip)", `umoci unpack --image ${join(work, "gzip")}:ref ${out("umoci")}`),
     );
-    dir.push(
-      await measure("rootstock export dir --copy (bundled)", [
-        ...bundled,
-        store,
-        ref,
-        "dir",
-        out("ours-copy"),
-        "--copy",
-      ]),
-    );
+    dir.push(await measure("rootstock export dir --copy", ours("dir", out("ours-copy"), "--copy")));
     tables.push(formatTable("dir export of the reference rootfs image", dir, "ostree checkout -H"));
 
     // ---- archives -------------------------------------------------------------------
     const arc: Measurement[] = [];
     arc.push(await measure("tar -c", `tar -C ${rootfs} -c . > ${out("gnu.tar")}`));
-    for (const [label, argv] of [
-      ["rootstock export tar (bundled)", [...bundled, store, ref, "tar", out("ours.tar")]],
-      ["rootstock export tar (tsx)", ourOp("export-image", store, ref, "tar", out("ours-t.tar"))],
-    ] as const) {
-      const m = await measure(label, [...argv]);
-      arc.push({ ...m, bytes: Number(m.stdout.trim()) });
-    }
+    const sized = async (m: Measurement, path: string) => ({ ...m, bytes: (await stat(path)).size });
+    arc.push(
+      await sized(await measure("rootstock export tar", ours("tar", out("ours.tar"))), out("ours.tar")),
+    );
     arc.push(
       await measure("tar -c | zstd -3 -T0", `tar -C ${rootfs} -c . | zstd -q -3 -T0 > ${out("gnu.tar.zst")}`),
     );
-    const zst = await measure("rootstock export tar.zst (bundled)", [
-      ...bundled,
-      store,
-      ref,
-      "tar.zst",
-      out("ours.tar.zst"),
-    ]);
-    arc.push({ ...zst, bytes: Number(zst.stdout.trim()) });
+    arc.push(
+      await sized(
+        await measure("rootstock export tar.zst", ours("tar.zst", out("ours.tar.zst"))),
+        out("ours.tar.zst"),
+      ),
+    );
     arc.push(
       await measure(
         "find | cpio -o -H newc",
         `cd ${rootfs} && find . | cpio -o --quiet -H newc > ${out("gnu.cpio")}`,
       ),
     );
-    const cpio = await measure("rootstock export cpio (bundled)", [
-      ...bundled,
-      store,
-      ref,
-      "cpio",
-      out("ours.cpio"),
-    ]);
-    arc.push({ ...cpio, bytes: Number(cpio.stdout.trim()) });
+    arc.push(
+      await sized(await measure("rootstock export cpio", ours("cpio", out("ours.cpio"))), out("ours.cpio")),
+    );
     tables.push(formatTable("archive export of the reference rootfs image", arc, "tar -c"));
 
     // The outputs are the image: every export has its tree digest.
