@@ -11,8 +11,9 @@ import type { TarEntryType, TarTime } from "../tar/types.js";
 export type ContentSource =
   /**
    * A file on disk (a cas file object): hardlinked, reflinked or copied. `prepared`:
-   * the file already carries the entry's metadata, xattrs included (a farm object,
-   * see farm.ts), so a hardlink export links it once mode, owner and mtime check out.
+   * the file already carries the entry's metadata, xattrs included, and its size,
+   * mode, owner and mtime were just checked (a farm object, see farm.ts), so a
+   * hardlink export links it without another look.
    */
   | { kind: "path"; path: string; prepared?: boolean }
   | { kind: "bytes"; data: Uint8Array }

@@ -301,13 +301,15 @@ class DirWriter {
   private async linkInline(_path: string, abs: string, entry: ExportEntry): Promise<boolean> {
     const source = entry.content;
     if (source?.kind !== "path" || this.opts.content === "copy") return false;
-    let st: BigIntStats;
-    try {
-      st = lstatSync(source.path, { bigint: true });
-    } catch {
-      return false; // the async path reports it
+    if (!source.prepared) {
+      let st: BigIntStats;
+      try {
+        st = lstatSync(source.path, { bigint: true });
+      } catch {
+        return false; // the async path reports it
+      }
+      if (Number(st.size) !== entry.size || !objectMatches(st, entry)) return false;
     }
-    if (Number(st.size) !== entry.size || !objectMatches(st, entry)) return false;
     try {
       linkSync(source.path, abs);
     } catch (err) {

@@ -5,7 +5,7 @@
  * speak the distribution API for one repository on top of its `send()`.
  */
 import { Readable } from "node:stream";
-import { Agent, type Dispatcher, request } from "undici";
+import type { Agent, Dispatcher } from "undici";
 import { RootstockError } from "../errors.js";
 import { type AuthProvider, type Challenge, type Credential, fileAuth, parseChallenges } from "./auth.js";
 import { RegistryError, registryErrorFor } from "./errors.js";
@@ -21,6 +21,18 @@ import {
 } from "./http.js";
 import { isInsecureRegistry } from "./registries-conf.js";
 import { Repository } from "./repository.js";
+
+// undici is loaded on the first connection: commands that never talk to a registry
+// (export, digest, plan) do not pay ~0.1 s to load it.
+type Undici = typeof import("undici");
+let undici: Undici | undefined;
+async function loadUndici(): Promise<void> {
+  undici ??= await import("undici");
+}
+function http(): Undici {
+  if (!undici) throw new RootstockError("INTERNAL", "registry client used before it connected");
+  return undici;
+}
 
 export interface RegistryTimeouts {
   /** TCP/TLS connect. Default 10 s. */
@@ -145,7 +157,7 @@ export class RegistryClient {
 
   private newAgent(verifyTls: boolean): Agent {
     const t = this.options.timeouts ?? {};
-    return new Agent({
+    return new (http().Agent)({
       connections: this.options.concurrency ?? 6,
       pipelining: 1,
       keepAliveTimeout: 30_000,
@@ -157,6 +169,7 @@ export class RegistryClient {
 
   /** https, or for an insecure registry https without verification falling back to http. */
   private async resolveBase(): Promise<{ url: URL; agent: Agent }> {
+    await loadUndici();
     const insecure = this.options.insecure ?? (await isInsecureRegistry(this.host, this.options.env));
     const agent = this.newAgent(!insecure);
     const schemes = insecure ? ["https", "http"] : ["https"];
@@ -182,7 +195,7 @@ export class RegistryClient {
     for (;;) {
       let res: Response;
       try {
-        res = await request(new URL("/v2/", base), {
+        res = await http().request(new URL("/v2/", base), {
           method: "GET",
           dispatcher: agent,
           headers: this.baseHeaders(),
@@ -283,7 +296,7 @@ export class RegistryClient {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
       try {
-        res = await request(url, { method: "GET", headers, dispatcher: agent });
+        res = await http().request(url, { method: "GET", headers, dispatcher: agent });
       } catch (err) {
         if (isTransientError(err) && attempt < this.retries) {
           await sleep(backoffDelay(attempt, this.retryBaseDelayMs));
@@ -351,7 +364,7 @@ export class RegistryClient {
       }
       let res: Response;
       try {
-        res = await request(url, {
+        res = await http().request(url, {
           method: req.method,
           headers,
           body:
