@@ -216,7 +216,9 @@ export async function ingest(
       if (expected?.size !== undefined && digester.size > expected.size) {
         throw new RootstockError("SIZE_MISMATCH", `${opts.what}: expected ${expected.size} bytes, got more`);
       }
-      await writeAll(handle, chunk);
+      // Blocking writes into the page cache: a stream of 64 KiB network chunks paid a
+      // thread-pool round trip each, and the socket sat paused meanwhile.
+      writeAllSync(handle.fd, chunk);
     }
     const actual = { digest: digester.digest(), size: digester.size };
     if (expected?.digest !== undefined)
