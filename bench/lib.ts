@@ -60,8 +60,9 @@ export async function measure(
  * small script that does one thing with its arguments (and prints a byte count, if any).
  */
 export function ourOp(name: string, ...args: string[]): string[] {
-  const script = fileURLToPath(new URL(`./ops/${name}.ts`, import.meta.url));
-  return [process.execPath, "--import", "tsx", script, ...args];
+  // Compiled by bench/run.ts (tsconfig.bench.json).
+  const script = fileURLToPath(new URL(`../.cache/bench-build/bench/ops/${name}.js`, import.meta.url));
+  return [process.execPath, script, ...args];
 }
 
 /**
