@@ -24,6 +24,10 @@ export async function measure(
   argv: string[] | string,
   opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Measurement & { stdout: string }> {
+  // Untimed: flush the page cache's dirty data first, or an operation that writes
+  // pays for the writeback of whatever the previous one wrote (the kernel throttles
+  // writers above the dirty limit): every row, ours and the peers', starts clean.
+  await new Promise((resolve) => spawn("sync", { stdio: "ignore" }).on("close", resolve));
   const dir = await mkdtemp(join(tmpdir(), "rootstock-bench-"));
   const timeFile = join(dir, "time");
   const cmd = typeof argv === "string" ? ["sh", "-c", argv] : argv;

@@ -64,7 +64,7 @@ export async function* rootfsTar(
         left -= n;
         if (pos === buf.length) {
           yield buf;
-          buf = Buffer.allocUnsafe(OUT_CHUNK);
+          buf = fresh();
           pos = 0;
         }
       }
