@@ -14,42 +14,18 @@
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { openEndpoint } from "../../src/image/endpoint.js";
 import { importTarball } from "../../src/image/import.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { debianRootfsDir, debianRootfsTar } from "../../test/helpers/fixtures.js";
+import { podmanSandbox } from "../../test/helpers/podman.js";
 import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
 
 const sh = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
-
-const PODMAN_WRAPPER = `exec unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"' podman "$@"`;
-
-async function podmanSetup(work: string): Promise<{ env: NodeJS.ProcessEnv; podman: string }> {
-  const dir = join(work, "podman");
-  await mkdir(dir);
-  await writeFile(
-    join(dir, "containers.conf"),
-    '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n',
-  );
-  await writeFile(
-    join(dir, "storage.conf"),
-    `[storage]\ndriver = "overlay"\nrunroot = "${dir}/run"\ngraphroot = "${dir}/graph"\n`,
-  );
-  const podman = join(dir, "podman.sh");
-  await writeFile(podman, `#!/bin/sh\n${PODMAN_WRAPPER}\n`, { mode: 0o755 });
-  return {
-    podman,
-    env: {
-      ...process.env,
-      CONTAINERS_CONF: join(dir, "containers.conf"),
-      CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
-    },
-  };
-}
 
 export async function run(): Promise<string> {
   const rootfs = await debianRootfsDir("reference");
@@ -96,10 +72,10 @@ export async function run(): Promise<string> {
     const repo = join(work, "repo");
     await sh("ostree", [`--repo=${repo}`, "init", "--mode=bare"]);
     await sh("ostree", [`--repo=${repo}`, "commit", "--branch=b", `--tree=dir=${noDevices}`]);
-    const pm = await podmanSetup(work);
-    const pulled = await sh(pm.podman, ["pull", "-q", `oci:${join(work, "layout")}:ref`], { env: pm.env });
+    const pm = await podmanSandbox({ dir: join(work, "podman") });
+    const pulled = await pm.run("pull", "-q", `oci:${join(work, "layout")}:ref`);
     const imageId = pulled.stdout.trim().split("\n").pop()!;
-    const container = (await sh(pm.podman, ["create", imageId, "true"], { env: pm.env })).stdout.trim();
+    const container = (await pm.run("create", imageId, "true")).stdout.trim();
 
     // ---- dir ----------------------------------------------------------------------
     const out = (name: string) => join(work, "out", name);
@@ -116,7 +92,7 @@ export async function run(): Promise<string> {
     dir.push(
       await measure(
         "podman export | tar -x",
-        `mkdir ${out("podman")} && ${pm.podman} export ${container} | tar -x -C ${out("podman")}`,
+        `mkdir ${out("podman")} && ${pm.command} export ${container} | tar -x -C ${out("podman")}`,
         { env: pm.env },
       ),
     );
@@ -167,8 +143,8 @@ export async function run(): Promise<string> {
       );
     }
     tables.push(`\nimage tree digest ${imported.treeDigest}; ${checks.join("; ")}`);
-    await sh(pm.podman, ["rm", container], { env: pm.env }).catch(() => {});
-    await sh(pm.podman, ["system", "reset", "-f"], { env: pm.env }).catch(() => {});
+    await pm.run("rm", container).catch(() => {});
+    await pm.run("system", "reset", "-f").catch(() => {});
     return tables.join("\n");
   } finally {
     await rm(work, { recursive: true, force: true });

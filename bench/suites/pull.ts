@@ -11,7 +11,7 @@
  *    against the changed files' frames + TOC + tar-split (the done-when bound:
  *    1.05x), and the store's size against the unique file content (bound: 1.1x).
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { du } from "../../src/cas/du.js";
@@ -25,6 +25,7 @@ import { readImage } from "../../src/layout/image.js";
 import { OciLayout } from "../../src/layout/layout.js";
 import type { Digest } from "../../src/oci/digest.js";
 import { parseReference } from "../../src/oci/reference.js";
+import { podmanSandbox } from "../../test/helpers/podman.js";
 import { startRegistry, type TestRegistry } from "../../test/helpers/registry.js";
 import { growingLayout, referenceLayout } from "../../test/pull/fixtures.js";
 import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
@@ -58,28 +59,10 @@ async function layerFacts(layoutPath: string, tag: string): Promise<LayerFacts> 
   }
 }
 
-/** podman 4.3 with the peers.md wrapper: private mount namespace, no network, temp storage, partial pulls. */
+/** podman 4.3 with the peers.md wrapper, its own storage under `dir`, partial pulls on. */
 async function podmanEnv(dir: string, reg: TestRegistry): Promise<{ env: NodeJS.ProcessEnv; cmd: string }> {
-  const conf = join(dir, "conf");
-  await mkdir(conf, { recursive: true });
-  await writeFile(join(conf, "registries.conf"), `[[registry]]\nlocation = "${reg.host}"\ninsecure = true\n`);
-  await writeFile(
-    join(conf, "storage.conf"),
-    `[storage]\ndriver = "overlay"\ngraphroot = "${join(dir, "graph")}"\nrunroot = "${join(dir, "run")}"\n` +
-      `[storage.options]\npull_options = {enable_partial_images = "true", use_hard_links = "false", ostree_repos = ""}\n`,
-  );
-  await writeFile(
-    join(conf, "containers.conf"),
-    `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n`,
-  );
-  const env = {
-    ...process.env,
-    CONTAINERS_REGISTRIES_CONF: join(conf, "registries.conf"),
-    CONTAINERS_STORAGE_CONF: join(conf, "storage.conf"),
-    CONTAINERS_CONF: join(conf, "containers.conf"),
-  };
-  const cmd = `unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"' podman`;
-  return { env, cmd };
+  const podman = await podmanSandbox({ dir, partialPulls: true, insecureRegistry: reg.host });
+  return { env: podman.env, cmd: podman.command };
 }
 
 async function logLength(reg: TestRegistry): Promise<number> {

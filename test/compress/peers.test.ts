@@ -13,6 +13,7 @@ import { describe, it } from "node:test";
 import { readChunkedMetadata } from "../../src/compress/chunked-reader.js";
 import { decodeLayer, type EncodedLayer } from "../../src/compress/layer.js";
 import { hasCommand } from "../helpers/fixtures.js";
+import { podmanSandbox } from "../helpers/podman.js";
 import { startRegistry } from "../helpers/registry.js";
 import { withTempDir } from "../helpers/tmp.js";
 import { bufferReader, encodeToBuffer, makeArchives, run } from "./helpers.js";
@@ -173,41 +174,7 @@ describe("peer tools", () => {
           `oci:${ours}:latest`,
           `docker://${reg.host}/chunked:1`,
         ]);
-        const conf = join(dir, "conf");
-        await mkdir(conf);
-        await writeFile(
-          join(conf, "registries.conf"),
-          `[[registry]]\nlocation = "${reg.host}"\ninsecure = true\n`,
-        );
-        await writeFile(
-          join(conf, "storage.conf"),
-          `[storage]\ndriver = "overlay"\ngraphroot = "${join(dir, "graph")}"\nrunroot = "${join(dir, "run")}"\n[storage.options]\npull_options = {enable_partial_images = "true", use_hard_links = "false", ostree_repos = ""}\n`,
-        );
-        await writeFile(
-          join(conf, "containers.conf"),
-          `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n`,
-        );
-        const env = {
-          ...process.env,
-          CONTAINERS_REGISTRIES_CONF: join(conf, "registries.conf"),
-          CONTAINERS_STORAGE_CONF: join(conf, "storage.conf"),
-          CONTAINERS_CONF: join(conf, "containers.conf"),
-        };
-        const podman = (...args: string[]) =>
-          run(
-            "unshare",
-            [
-              "-m",
-              "--propagation",
-              "private",
-              "sh",
-              "-c",
-              'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"',
-              "podman",
-              ...args,
-            ],
-            { env, maxBuffer: 64 << 20 },
-          );
+        const { run: podman } = await podmanSandbox({ dir, partialPulls: true, insecureRegistry: reg.host });
         await podman("pull", "-q", `${reg.host}/chunked:1`);
         const log = await reg.accessLog();
         const partial = log.filter((l) => l.status === 206);

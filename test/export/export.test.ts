@@ -38,6 +38,7 @@ import { parseReference } from "../../src/oci/reference.js";
 import { diff, directoryContent, scan, treeAsLayer, treeDigest, writeLayer } from "../../src/tree/index.js";
 import { rootstock } from "../helpers/cli.js";
 import { debianRootfsTar, hasCommand } from "../helpers/fixtures.js";
+import { podmanSandbox } from "../helpers/podman.js";
 
 const run = promisify(execFile);
 
@@ -185,34 +186,7 @@ test("podman export of the same image has the image's tree digest (podman adds n
   await src.close();
   await dst.close();
   // peers.md: private mount namespace, no network, lower ulimits; a private vfs storage.
-  await writeFile(
-    join(dir, "containers.conf"),
-    '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n',
-  );
-  await writeFile(
-    join(dir, "storage.conf"),
-    `[storage]\ndriver = "vfs"\nrunroot = "${dir}/run"\ngraphroot = "${dir}/graph"\n`,
-  );
-  const env = {
-    ...process.env,
-    CONTAINERS_CONF: join(dir, "containers.conf"),
-    CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
-  };
-  const podman = (...args: string[]) =>
-    run(
-      "unshare",
-      [
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'umount /sys/fs/cgroup/unified 2>/dev/null; exec podman "$@"',
-        "podman",
-        ...args,
-      ],
-      { env, maxBuffer: 16 << 20 },
-    );
+  const { run: podman } = await podmanSandbox({ dir, driver: "vfs" });
   try {
     // podman 4.3 pulls an OCI layout directly (`oci:PATH:TAG`), zstd:chunked layer included.
     const id = (await podman("pull", "-q", `oci:${layout}:deb`)).stdout.trim().split("\n").pop()!;
