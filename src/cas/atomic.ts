@@ -211,15 +211,18 @@ export async function ingest(
   let committed = false;
   try {
     const chunks: AsyncIterable<Uint8Array> | Uint8Array[] = source instanceof Uint8Array ? [source] : source;
+    // Blocking writes into the page cache: a stream of 64 KiB network chunks paid a
+    // thread-pool round trip each, and the socket sat paused meanwhile. Small chunks
+    // (an encoder's frames) are gathered into 1 MiB writes.
+    const writer = new GatheringWriter(handle.fd);
     for await (const chunk of chunks) {
       digester.update(chunk);
       if (expected?.size !== undefined && digester.size > expected.size) {
         throw new RootstockError("SIZE_MISMATCH", `${opts.what}: expected ${expected.size} bytes, got more`);
       }
-      // Blocking writes into the page cache: a stream of 64 KiB network chunks paid a
-      // thread-pool round trip each, and the socket sat paused meanwhile.
-      writeAllSync(handle.fd, chunk);
+      writer.write(chunk);
     }
+    writer.flush();
     const actual = { digest: digester.digest(), size: digester.size };
     if (expected?.digest !== undefined)
       verifyDigest(actual, { digest: expected.digest, size: expected.size }, opts.what);
@@ -265,6 +268,34 @@ export function openIngestSync(ingestDir: string): { fd: number; tmp: string } {
 
 export function writeAllSync(fd: number, bytes: Uint8Array): void {
   for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+}
+
+const GATHER_BYTES = 1024 * 1024;
+
+/** Blocking writes to `fd` where small chunks are copied into one buffer and written 1 MiB at a time. */
+class GatheringWriter {
+  private buffer: Uint8Array | undefined;
+  private length = 0;
+
+  constructor(private readonly fd: number) {}
+
+  write(chunk: Uint8Array): void {
+    if (chunk.length >= GATHER_BYTES / 4) {
+      this.flush();
+      writeAllSync(this.fd, chunk);
+      return;
+    }
+    this.buffer ??= Buffer.allocUnsafe(GATHER_BYTES);
+    if (this.length + chunk.length > GATHER_BYTES) this.flush();
+    this.buffer.set(chunk, this.length);
+    this.length += chunk.length;
+  }
+
+  flush(): void {
+    if (this.length === 0 || !this.buffer) return;
+    writeAllSync(this.fd, this.buffer.subarray(0, this.length));
+    this.length = 0;
+  }
 }
 
 /**

@@ -3,12 +3,11 @@
  * as tar+gzip, tar+zstd or zstd:chunked, and decode any of them back to the tar,
  * verified against the blob digest and diff_id.
  */
-import { createWriteStream } from "node:fs";
-import { rename, rm } from "node:fs/promises";
 import { createGunzip } from "node:zlib";
 import { RootstockError } from "../errors.js";
 import { type Digest, Digester } from "../oci/digest.js";
 import type { ProgressSink } from "../progress.js";
+import { writeChunksToFile } from "../tar/writer.js";
 import { encodeChunked, MEDIA_TYPE_TAR_ZSTD } from "./chunked-writer.js";
 import { parseChunkedAnnotations } from "./footer.js";
 import { encodeGzip } from "./gzip.js";
@@ -171,22 +170,10 @@ export async function encodeLayerToFile(
   path: string,
   opts: EncodeOptions,
 ): Promise<EncodedLayer> {
-  const partial = `${path}.partial`;
-  const ws = createWriteStream(partial);
-  try {
-    const { blob, result } = encodeLayer(tar, opts);
-    for await (const chunk of blob) {
-      if (!ws.write(chunk)) await new Promise<void>((r) => ws.once("drain", () => r()));
-    }
-    await new Promise<void>((res, rej) => ws.end((err?: Error | null) => (err ? rej(err) : res())));
-    const r = await result;
-    await rename(partial, path);
-    return r;
-  } catch (err) {
-    ws.destroy();
-    await rm(partial, { force: true });
-    throw err;
-  }
+  const { blob, result } = encodeLayer(tar, opts);
+  // Frames come in pieces of a few KiB: gathered into 1 MiB writes, no fsync (as before).
+  await writeChunksToFile(blob, path, { sync: false });
+  return result;
 }
 
 export interface DecodeDescriptor {
