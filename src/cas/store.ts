@@ -15,8 +15,8 @@
  */
 
 import { execFile } from "node:child_process";
-import { copyFile, readdir, readFile, rmdir, unlink } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { copyFile, open, readdir, readFile, rmdir, unlink } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { z } from "zod";
 import { RootstockError } from "../errors.js";
@@ -38,6 +38,24 @@ import { type FileImportMode, ObjectDir } from "./objectdir.js";
 export type { FileImportMode };
 
 const execFileAsync = promisify(execFile);
+/** Batch mode fsyncs up to this many new objects one by one at a flush; beyond, one syncfs. */
+const FSYNC_EACH_MAX = 512;
+
+/** fsync of files and directories, a few at a time. */
+async function fsyncAll(paths: string[]): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < paths.length) {
+      const handle = await open(paths[next++] as string, "r");
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, paths.length) }, worker));
+}
 
 export interface StoreOptions {
   /** Lock wait limits (ms). */
@@ -93,6 +111,9 @@ export class ContentStore {
   private readonly batch: boolean;
   /** Objects were committed without fsync since the last flush. */
   private unsynced = false;
+  /** Batch mode: those objects, while they are few (else `pendingOverflow`). */
+  private pendingSync: string[] = [];
+  private pendingOverflow = false;
 
   private constructor(root: string, opts: StoreOptions) {
     this.root = root;
@@ -106,22 +127,43 @@ export class ContentStore {
     this.files.durable = !this.batch;
   }
 
-  /** Makes every object committed so far durable (batch mode: one syncfs). */
+  /**
+   * Makes every object committed so far durable. Batch mode: a few new objects are
+   * fsynced one by one with their directories; many (a full pull, an import) take
+   * one syncfs. syncfs writes every dirty page of the filesystem, other programs'
+   * too, so for the handful of files of an update it costs far more than it saves.
+   */
   async flush(): Promise<void> {
     if (!this.unsynced) return;
+    const paths = this.pendingSync;
+    const overflow = this.pendingOverflow;
     this.unsynced = false;
+    this.pendingSync = [];
+    this.pendingOverflow = false;
     // Node has no syncfs(2); coreutils `sync -f` is exactly that call.
-    await execFileAsync("sync", ["-f", this.root]);
+    if (overflow) await execFileAsync("sync", ["-f", this.root]);
+    else await fsyncAll([...paths, ...new Set(paths.map((p) => dirname(p)))]);
   }
 
-  /** Objects were written into this store by other means (a writer thread): see flush(). */
-  noteCommitted(): void {
-    if (this.batch) this.unsynced = true;
+  /** New file objects written into this store by other means (a writer thread): see flush(). */
+  noteCommitted(newFiles: Iterable<Digest>): void {
+    for (const digest of newFiles) this.track(this.files.path(digest));
   }
 
-  private committed<T>(result: T): T {
-    if (this.batch) this.unsynced = true;
+  private committed(dir: ObjectDir, result: PutResult): PutResult {
+    if (!result.existed) this.track(dir.path(result.digest));
     return result;
+  }
+
+  /** Batch mode: remembers an object to make durable at the next flush. */
+  private track(path: string): void {
+    if (!this.batch) return;
+    this.unsynced = true;
+    if (this.pendingOverflow) return;
+    if (this.pendingSync.length >= FSYNC_EACH_MAX) {
+      this.pendingOverflow = true;
+      this.pendingSync = [];
+    } else this.pendingSync.push(path);
   }
 
   /** Opens (creating if needed) the store at `root`. */
@@ -159,7 +201,7 @@ export class ContentStore {
   }
 
   putBlob(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
-    return this.withLease(async () => this.committed(await this.blobs.put(source, expected)));
+    return this.withLease(async () => this.committed(this.blobs, await this.blobs.put(source, expected)));
   }
 
   openBlob(blob: BlobRef): Promise<AsyncIterable<Uint8Array>> {
@@ -187,7 +229,7 @@ export class ContentStore {
   }
 
   putFile(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {
-    return this.withLease(async () => this.committed(await this.files.put(source, expected)));
+    return this.withLease(async () => this.committed(this.files, await this.files.put(source, expected)));
   }
 
   /**
@@ -201,7 +243,9 @@ export class ContentStore {
     expected?: Partial<BlobRef>,
     mode: FileImportMode = "copy",
   ): Promise<PutResult> {
-    return this.withLease(async () => this.committed(await this.files.importFile(path, expected, mode)));
+    return this.withLease(async () =>
+      this.committed(this.files, await this.files.importFile(path, expected, mode)),
+    );
   }
 
   /** Adds an existing file as a blob (see ObjectDir.importFile). */
@@ -210,7 +254,9 @@ export class ContentStore {
     expected?: Partial<BlobRef>,
     mode: FileImportMode = "copy",
   ): Promise<PutResult> {
-    return this.withLease(async () => this.committed(await this.blobs.importFile(path, expected, mode)));
+    return this.withLease(async () =>
+      this.committed(this.blobs, await this.blobs.importFile(path, expected, mode)),
+    );
   }
 
   /** Copies a file object out to `dest` (reflink where possible). */

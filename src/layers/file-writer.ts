@@ -177,6 +177,7 @@ export class FileObjectWriter {
     this.inflightBytes -= this.inflight.get(reply.batchId) ?? 0;
     this.inflight.delete(reply.batchId);
     if (this.free.length < MAX_FREE_BUFFERS) this.free.push(reply.buffer);
+    this.store.noteCommitted(reply.results.filter((r) => !r.existed).map((r) => r.digest));
     for (const r of reply.results) {
       const p = this.pending.get(r.fileId);
       this.pending.delete(r.fileId);
@@ -187,7 +188,6 @@ export class FileObjectWriter {
       const { message, code } = reply.error;
       this.fail(Object.assign(new Error(`writing file objects: ${message}`), code ? { code } : {}));
     }
-    this.store.noteCommitted();
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();
