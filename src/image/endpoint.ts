@@ -265,7 +265,8 @@ class RegistryEndpoint implements Endpoint {
       async function* () {
         yield* await source.open(blob);
       },
-      { ...blob, mountFrom, ...(progress ? { progress } : {}) },
+      // Every endpoint's open() verifies the blob's digest at its end.
+      { ...blob, mountFrom, contentVerified: true, ...(progress ? { progress } : {}) },
     );
   }
 
