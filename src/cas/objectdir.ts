@@ -9,7 +9,7 @@ import { copyFile, link, readdir, readFile, rm, stat, unlink } from "node:fs/pro
 import { join } from "node:path";
 import { RootstockError } from "../errors.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
-import { type Digest, Digester, digestHex, isDigest, verifyDigest } from "../oci/digest.js";
+import { type Digest, Digester, digestHex, isDigest, markVerified, verifyDigest } from "../oci/digest.js";
 import { commitIngestFile, inDir, ingest, uniqueName } from "./atomic.js";
 import { sharedHashPool } from "./hashpool.js";
 
@@ -17,8 +17,16 @@ export type FileImportMode = "copy" | "link";
 
 export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
 
-/** Reads `path` as a stream whose end checks size and digest against `expected`. */
-export async function* verifiedFileStream(
+/** Reads `path` as a stream whose end checks size and digest against `expected` (marked: see markVerified). */
+export function verifiedFileStream(
+  path: string,
+  expected: BlobRef,
+  what: string,
+): AsyncGenerator<Uint8Array> {
+  return markVerified(verifyingFileStream(path, expected, what), expected.digest);
+}
+
+async function* verifyingFileStream(
   path: string,
   expected: BlobRef,
   what: string,

@@ -52,6 +52,25 @@ export class Digester {
   }
 }
 
+const VERIFIES = Symbol("rootstock.verifies");
+
+/**
+ * Marks `stream` as one that checks its own bytes: it throws at its end unless
+ * what it yielded hashes to `digest`. A consumer that only needs those bytes to be
+ * `digest` (storing them under it) may then count instead of hashing again. A
+ * wrapper loses the mark, so the default stays: hash.
+ */
+export function markVerified<T extends AsyncIterable<Uint8Array>>(stream: T, digest: Digest): T {
+  return Object.assign(stream, { [VERIFIES]: digest });
+}
+
+/** The digest a marked stream verifies itself against (see markVerified), else undefined. */
+export function verifiedDigestOf(source: unknown): Digest | undefined {
+  return typeof source === "object" && source !== null
+    ? ((source as { [VERIFIES]?: Digest })[VERIFIES] ?? undefined)
+    : undefined;
+}
+
 /**
  * Checks a finished stream against what named it. Throws DIGEST_MISMATCH or
  * SIZE_MISMATCH naming `what`.

@@ -5,7 +5,15 @@
  * and the upload is only committed when it matches.
  */
 import { RootstockError } from "../errors.js";
-import { type Digest, Digester, isDigest, parseDigest, sha256, verifyDigest } from "../oci/digest.js";
+import {
+  type Digest,
+  Digester,
+  isDigest,
+  markVerified,
+  parseDigest,
+  sha256,
+  verifyDigest,
+} from "../oci/digest.js";
 import { isIndexMediaType, MediaType } from "../oci/mediatypes.js";
 import { type Platform, selectManifest } from "../oci/platform.js";
 import { parseIndex } from "../oci/types.js";
@@ -324,7 +332,12 @@ export class Repository {
    * resumed with a Range request from the last byte received (backoff between
    * attempts; the attempt budget resets whenever bytes arrive).
    */
-  async *openBlob(digest: Digest, opts: OpenBlobOptions = {}): AsyncGenerator<Uint8Array> {
+  openBlob(digest: Digest, opts: OpenBlobOptions = {}): AsyncGenerator<Uint8Array> {
+    // The stream checks size and digest at its end: marked so a store can skip hashing it again.
+    return markVerified(this.streamBlob(digest, opts), digest);
+  }
+
+  private async *streamBlob(digest: Digest, opts: OpenBlobOptions): AsyncGenerator<Uint8Array> {
     parseDigest(digest, `${this.where}: blob`);
     const where = `${this.where}@${digest}`;
     const offset = opts.offset ?? 0;
