@@ -263,7 +263,19 @@ async function dirEntries(
   return { entries, farm: farm.stats, explodedLayers };
 }
 
-export async function exportImage(
+/**
+ * Exports an image. Holds a store lease throughout: gc (and the farm pruning it
+ * does) waits, so no file object or farm object goes away under a running export.
+ */
+export function exportImage(
+  source: Endpoint,
+  store: ContentStore,
+  opts: ExportOptions,
+): Promise<ExportResult> {
+  return store.withLease(() => exportUnderLease(source, store, opts));
+}
+
+async function exportUnderLease(
   source: Endpoint,
   store: ContentStore,
   opts: ExportOptions,

@@ -11,8 +11,9 @@
  *   <store>/farm/tmp/<pid>-<random>         objects being made (a killed export's leftovers)
  *
  * Objects appear atomically (made under tmp/, then link()ed into place; a concurrent
- * maker's object wins). The farm is a cache: `pruneFarm` removes objects no export
- * links any more (nlink 1) and leftovers; it can be deleted whole at any time.
+ * maker's object wins). The farm is a cache: `pruneFarm` (run by `store gc`) removes
+ * objects no export links any more (nlink 1) and leftovers; it can be deleted whole
+ * when no export runs.
  *
  * Contract (as for `ostree checkout -H`): a hardlinked export is read-only. Writing
  * into one of its files writes into the farm object and every export sharing it.
@@ -183,23 +184,32 @@ export class LinkFarm {
   }
 }
 
-/** Removes farm objects no export links any more, and leftovers of killed exports. */
-export function pruneFarm(storeRoot: string): { removed: number; kept: number } {
+/**
+ * Removes farm objects no export links any more (nlink 1), and leftovers of killed
+ * exports. Run it with no export running (the store's exclusive lock: `store gc`).
+ * `dryRun` counts without removing.
+ */
+export function pruneFarm(
+  storeRoot: string,
+  opts: { dryRun?: boolean } = {},
+): { removed: number; kept: number; bytes: number } {
   const root = join(storeRoot, "farm", FARM_VERSION);
   let removed = 0;
   let kept = 0;
-  rmSync(join(storeRoot, "farm", "tmp"), { recursive: true, force: true });
+  let bytes = 0;
+  if (!opts.dryRun) rmSync(join(storeRoot, "farm", "tmp"), { recursive: true, force: true });
   for (const sub of safeReaddir(root)) {
     for (const name of safeReaddir(join(root, sub))) {
       const path = join(root, sub, name);
       const st = lstatSync(path);
       if (st.nlink <= 1) {
-        unlinkSync(path);
+        if (!opts.dryRun) unlinkSync(path);
         removed++;
+        bytes += st.size;
       } else kept++;
     }
   }
-  return { removed, kept };
+  return { removed, kept, bytes };
 }
 
 function safeReaddir(path: string): string[] {

@@ -162,7 +162,13 @@ test("the farm is a cache: pruning removes objects no export links, a later expo
   const kept = pruneFarm(storeDir);
   assert.ok(kept.kept >= farmLinked, "objects linked by an export stay");
   await rm(own, { recursive: true, force: true });
-  const pruned = pruneFarm(storeDir);
+  const dry = pruneFarm(storeDir, { dryRun: true });
+  assert.ok(dry.removed >= solelyOurs && dry.bytes > 0, "a dry run counts them");
+  assert.equal(pruneFarm(storeDir, { dryRun: true }).removed, dry.removed, "and removes nothing");
+  // `store gc` prunes the farm too (every image here has a ref: nothing else goes).
+  const gc = await rootstock(["--store", storeDir, "--json", "store", "gc"]);
+  assert.equal(gc.code, 0, gc.stderr);
+  const pruned = JSON.parse(gc.stdout).farm as { removed: number };
   assert.ok(pruned.removed >= solelyOurs, `${pruned.removed} removed, ${solelyOurs} were only ours`);
   assert.equal(pruneFarm(storeDir).removed, 0, "a second prune finds nothing");
   const again = await exportTo("store:deb:essential", "dir", own);

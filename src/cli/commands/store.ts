@@ -41,7 +41,9 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
 
   store
     .command("gc")
-    .description("delete everything no ref reaches (blobs, file objects, metadata, stale ingest files)")
+    .description(
+      "delete everything no ref reaches (blobs, file objects, metadata, stale ingest files) and farm objects no export links",
+    )
     .option("-n, --dry-run", "report what would be deleted, delete nothing")
     .option(
       "--keep-pre-merge <age>",
@@ -61,15 +63,22 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
           });
         }
       }
-      const { gc } = await import("../../cas/gc.js");
-      const report = await gc(await openStore(ctx), { dryRun: opts.dryRun === true, progress: ctx.progress });
+      const [{ gc }, { pruneFarm }] = await Promise.all([
+        import("../../cas/gc.js"),
+        import("../../export/farm.js"),
+      ]);
+      const store = await openStore(ctx);
+      const dryRun = opts.dryRun === true;
+      const report = await gc(store, { dryRun, progress: ctx.progress });
+      // The hardlink farm is a cache: objects no export links any more go too.
+      const farm = await store.withExclusive(async () => pruneFarm(store.root, { dryRun }));
       ctx.progress.finish();
       const verb = report.dryRun ? "would free" : "freed";
       ctx.print(
-        `${verb} ${formatBytes(report.bytesFreed)}: ${report.blobs.count} blobs, ${report.files.count} file objects, ` +
-          `${report.meta.count} metadata, ${report.ingest.count} ingest leftovers; ` +
-          `kept ${report.kept.blobs} blobs, ${report.kept.files} file objects`,
-        report,
+        `${verb} ${formatBytes(report.bytesFreed + farm.bytes)}: ${report.blobs.count} blobs, ${report.files.count} file objects, ` +
+          `${report.meta.count} metadata, ${report.ingest.count} ingest leftovers, ${farm.removed} farm objects; ` +
+          `kept ${report.kept.blobs} blobs, ${report.kept.files} file objects, ${farm.kept} farm objects`,
+        { ...report, farm },
       );
     });
 
