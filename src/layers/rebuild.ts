@@ -4,7 +4,7 @@
  * and compared with the record's diff_id at its end. This is what lets a pulled
  * layer be served again (`copy store:X docker://…`) without its compressed blob.
  */
-import { createReadStream, readFileSync } from "node:fs";
+import { closeSync, createReadStream, openSync, readFileSync, readSync } from "node:fs";
 import type { ContentStore } from "../cas/store.js";
 import { assembleTar, parseTarSplit, type TarSplitEntry } from "../compress/tarsplit.js";
 import { zstdDecompress } from "../compress/zstd.js";
@@ -21,15 +21,24 @@ export async function readRecordTarSplit(store: ContentStore, record: LayerRecor
   return [...parseTarSplit(zstdDecompress(z, `tar-split of layer ${record.blob.digest}`))];
 }
 
-/** Streams a file object's content (small ones in one read). */
+/**
+ * Streams a file object's content (small ones in one read). With `scratch`, a small
+ * file is read into it and yielded as a view: the consumer must be done with a chunk
+ * before it asks for the next (a hash, a write), which spares a buffer per file.
+ */
 export async function* fileObjectContent(
   store: ContentStore,
   digest: Digest,
   size: number,
+  scratch?: Uint8Array,
 ): AsyncGenerator<Uint8Array> {
   const path = store.filePath(digest);
   try {
     // Synchronous reads of small cached files beat 4 thread-pool round trips each.
+    if (scratch && size < scratch.length) {
+      yield scratch.subarray(0, readWhole(path, scratch, size));
+      return;
+    }
     if (size <= SMALL_FILE) {
       yield readFileSync(path);
       return;
@@ -43,9 +52,28 @@ export async function* fileObjectContent(
   }
 }
 
+/** Reads up to `size` bytes of `path` into `buf` (one more byte is asked, to notice a longer file). */
+function readWhole(path: string, buf: Uint8Array, size: number): number {
+  const fd = openSync(path, "r");
+  try {
+    let got = 0;
+    const want = Math.min(buf.length, size + 1);
+    while (got < want) {
+      const n = readSync(fd, buf, got, want - got, null);
+      if (n === 0) break;
+      got += n;
+    }
+    return got;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * The tar for `tarSplit` with payloads taken from file objects named by `entries`
  * (TOC form: name → digest). Throws at the end when the tar's sha256 is not `diffId`.
+ * `reuseBuffer`: small files are read into one buffer, so a chunk is valid only until
+ * the next is asked for (for a consumer that only counts or hashes).
  */
 export async function* assembleFromStore(
   store: ContentStore,
@@ -53,7 +81,9 @@ export async function* assembleFromStore(
   entries: LayerRecord["entries"],
   diffId: Digest,
   what: string,
+  opts: { reuseBuffer?: boolean } = {},
 ): AsyncGenerator<Uint8Array> {
+  const scratch = opts.reuseBuffer ? Buffer.allocUnsafe(SMALL_FILE + 1) : undefined;
   const byName = new Map<string, Digest>();
   for (const e of entries) if (e.type === "reg" && e.digest) byName.set(e.name, e.digest);
   const d = new Digester();
@@ -64,7 +94,7 @@ export async function* assembleFromStore(
         "CHUNKED_FORMAT",
         `${what}: tar-split file ${JSON.stringify(name)} has no entry`,
       );
-    return fileObjectContent(store, digest, size);
+    return fileObjectContent(store, digest, size, scratch);
   });
   for await (const chunk of tar) {
     d.update(chunk);

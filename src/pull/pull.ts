@@ -258,12 +258,16 @@ async function pullLayer(
     const id = `verify ${layer.digest}`;
     progress({ type: "start", id, label: `verify ${short(layer.digest)}`, unit: "bytes" });
     let tarSize = 0;
+    // Only counted here (assembleFromStore hashes it): one read buffer for every small file.
     for await (const chunk of assembleFromStore(
       store,
       meta.tarSplit,
       entries,
       diffId,
       `layer ${layer.digest}`,
+      {
+        reuseBuffer: true,
+      },
     )) {
       tarSize += chunk.length;
       if ((tarSize & 0xffffff) < chunk.length) progress({ type: "advance", id, current: tarSize });
