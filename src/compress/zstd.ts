@@ -157,6 +157,53 @@ export class ZstdStreamDecoder {
     }
   }
 
+  /**
+   * Decodes complete frames into one buffer that grows as needed: no copy per
+   * 256 KiB of output and no concatenation at the end (TOCs and tar-splits are MBs).
+   */
+  decodeAll(data: Uint8Array): Uint8Array {
+    const cap = this.maxOutput + 1; // one byte more than allowed, to notice the excess
+    // A known size (the annotations give it) is allocated at once: growing by doubling
+    // copies the output and touches fresh pages several times over.
+    let out = Buffer.allocUnsafe(cap <= KNOWN_SIZE_LIMIT ? cap : Math.max(64 * 1024, data.length * 4));
+    let pos = 0;
+    let src = data;
+    for (;;) {
+      if (pos === out.length) {
+        // Filled exactly, input used up and the last frame complete: done.
+        if (src.length === 0 && !this.inFrame) break;
+        const bigger = Buffer.allocUnsafe(Math.min(out.length * 2, cap));
+        bigger.set(out);
+        out = bigger;
+      }
+      let ret: number;
+      let produced: number;
+      let consumed: number;
+      try {
+        [ret, produced, consumed] = this.dctx.decompressStream(out.subarray(pos), src);
+      } catch (err) {
+        throw new RootstockError("COMPRESSION", `${this.what}: zstd: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      pos += produced;
+      src = src.subarray(consumed);
+      // A call that moved nothing says nothing about the frame (after a frame's end it
+      // already asks for the next frame's header).
+      if (produced > 0 || consumed > 0) this.inFrame = ret !== 0;
+      if (pos > this.maxOutput) {
+        throw new RootstockError(
+          "SIZE_MISMATCH",
+          `${this.what}: decompresses to more than ${this.maxOutput} bytes`,
+        );
+      }
+      // Room was left in the output: everything the input allows has been flushed.
+      if (pos < out.length && (src.length === 0 || (consumed === 0 && produced === 0))) break;
+    }
+    this.end();
+    return out.subarray(0, pos);
+  }
+
   /** Forgets any partial frame, to decode an unrelated range next. */
   reset(): void {
     this.dctx.reset(b.ResetDirective.sessionOnly);
@@ -170,11 +217,10 @@ export class ZstdStreamDecoder {
   }
 }
 
+/** Up to this size, a decodeAll output bound is allocated whole (unused pages cost nothing). */
+const KNOWN_SIZE_LIMIT = 256 * 1024 * 1024;
+
 /** Decompresses a complete buffer of frames, up to `maxOutput` bytes. */
 export function zstdDecompress(data: Uint8Array, what: string, maxOutput?: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  const d = new ZstdStreamDecoder(what, maxOutput);
-  d.write(data, (c) => parts.push(c));
-  d.end();
-  return Buffer.concat(parts);
+  return new ZstdStreamDecoder(what, maxOutput).decodeAll(data);
 }

@@ -11,6 +11,7 @@ import {
 } from "../../src/compress/footer.js";
 import { goString, goTime, parseGoTime } from "../../src/compress/gojson.js";
 import { fileRanges, parseToc, serializeToc, type Toc } from "../../src/compress/toc.js";
+import { zstdCompress, zstdDecompress } from "../../src/compress/zstd.js";
 import { isRootstockError } from "../../src/errors.js";
 
 /** §5 test vector: sha256("0")..sha256("8191") raw, 2048 zeros, then the first 10000 bytes again. */
@@ -296,6 +297,34 @@ describe("TOC", () => {
           ],
         ],
       ],
+    );
+  });
+});
+
+describe("zstdDecompress", () => {
+  // Two frames, 3 MiB of output: more than one growth step when the size is not given.
+  const first = Buffer.alloc(2 << 20, "a");
+  const second = createHash("sha256").update("x").digest().toString("hex").repeat(32768);
+  const frames = Buffer.concat([zstdCompress(first, 3), zstdCompress(Buffer.from(second), 3)]);
+  const whole = Buffer.concat([first, Buffer.from(second)]);
+
+  it("decodes every frame, with the exact size as its bound or none", () => {
+    assert.deepEqual(Buffer.from(zstdDecompress(frames, "t")), whole);
+    assert.deepEqual(Buffer.from(zstdDecompress(frames, "t", whole.length)), whole);
+  });
+
+  it("refuses output beyond its bound, truncated frames and garbage, with a typed error", () => {
+    assert.throws(
+      () => zstdDecompress(frames, "t", whole.length - 1),
+      (e: unknown) => isRootstockError(e, "SIZE_MISMATCH") && /^t: decompresses to more than/.test(e.message),
+    );
+    assert.throws(
+      () => zstdDecompress(frames.subarray(0, frames.length - 3), "t"),
+      (e: unknown) => isRootstockError(e, "COMPRESSION") && /truncated/.test(String(e)),
+    );
+    assert.throws(
+      () => zstdDecompress(Buffer.from("not zstd at all"), "t"),
+      (e: unknown) => isRootstockError(e, "COMPRESSION"),
     );
   });
 });
