@@ -46,13 +46,32 @@ async function* gunzip(source: AsyncIterable<Uint8Array>, what: string): AsyncGe
   });
   done.catch(() => {});
   const feed = (async () => {
-    for await (const chunk of source) if (!z.write(chunk)) await new Promise((r) => z.once("drain", r));
-    z.end();
+    for await (const chunk of source) {
+      if (z.destroyed) break; // the reader stopped early: leaving the loop closes the source
+      if (!z.write(chunk))
+        await new Promise<void>((resolve) => {
+          const go = () => {
+            z.off("drain", go);
+            z.off("close", go);
+            resolve();
+          };
+          z.on("drain", go);
+          z.on("close", go);
+        });
+    }
+    if (!z.destroyed) z.end();
   })();
   feed.catch((err) => z.destroy(err));
-  for await (const chunk of z as AsyncIterable<Uint8Array>) yield chunk;
-  await feed;
-  await done;
+  try {
+    for await (const chunk of z as AsyncIterable<Uint8Array>) yield chunk;
+    await feed;
+    await done;
+  } finally {
+    // A consumer that stops early (a magic-bytes peek) must not leave the feeder
+    // waiting for a drain that never comes, holding the file open.
+    if (!z.destroyed) z.destroy();
+    await feed.catch(() => {});
+  }
 }
 
 async function* unzstd(source: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<Uint8Array> {

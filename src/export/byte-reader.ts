@@ -67,4 +67,11 @@ export class ByteReader {
   async atEnd(): Promise<boolean> {
     return !(await this.fill());
   }
+
+  /** Stops reading: the source is told to finish (a file source closes its descriptor). */
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.source.return?.();
+  }
 }

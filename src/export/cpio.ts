@@ -466,6 +466,16 @@ export async function* readCpio(
   opts: CpioReadOptions = {},
 ): AsyncGenerator<CpioEntry> {
   const reader = new ByteReader(source);
+  try {
+    yield* readCpioEntries(reader, opts);
+  } finally {
+    // The trailer ends the archive before the source does (padding): close it, or a
+    // file source keeps its descriptor until garbage collection.
+    await reader.close();
+  }
+}
+
+async function* readCpioEntries(reader: ByteReader, opts: CpioReadOptions): AsyncGenerator<CpioEntry> {
   const maxPending = opts.maxPendingLinks ?? 100_000;
   // Hardlink groups by (archive dev, inode): the member that holds the data, or members waiting for it.
   const groups = new Map<string, { carrier?: string; waiting: NewcHeader[]; seen: number }>();
