@@ -22,7 +22,14 @@ import {
 import { chmod, type FileHandle, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { RootstockError } from "../errors.js";
-import { type Digest, Digester, sha256, verifiedDigestOf, verifyDigest } from "../oci/digest.js";
+import {
+  type Digest,
+  Digester,
+  sha256,
+  TrustedDigester,
+  verifiedDigestOf,
+  verifyDigest,
+} from "../oci/digest.js";
 
 /** Process start time in clock ticks (Linux), so a reused pid is not taken for its predecessor. */
 function processStartTime(pid: number): string | undefined {
@@ -210,7 +217,7 @@ export async function ingest(
   // A stream that verifies itself against the digest we expect (a registry or store
   // read): it throws before its end on a mismatch, so counting its bytes is enough.
   const selfVerified = expected?.digest !== undefined && verifiedDigestOf(source) === expected.digest;
-  const digester = selfVerified ? new ByteCount(expected.digest as Digest) : new Digester();
+  const digester = selfVerified ? new TrustedDigester(expected.digest as Digest) : new Digester();
   let committed = false;
   try {
     const chunks: AsyncIterable<Uint8Array> | Uint8Array[] = source instanceof Uint8Array ? [source] : source;
@@ -251,18 +258,6 @@ export async function ingest(
     if (!committed) await rm(tmp, { force: true });
     if (!(source instanceof Uint8Array)) await closeSource(source).catch(() => {});
     throw err;
-  }
-}
-
-/** The Digester interface for a self-verified stream: counts, and reports the digest it was promised. */
-class ByteCount {
-  size = 0;
-  constructor(private readonly promised: Digest) {}
-  update(chunk: Uint8Array): void {
-    this.size += chunk.length;
-  }
-  digest(): Digest {
-    return this.promised;
   }
 }
 

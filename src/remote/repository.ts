@@ -12,6 +12,7 @@ import {
   markVerified,
   parseDigest,
   sha256,
+  TrustedDigester,
   verifyDigest,
 } from "../oci/digest.js";
 import { isIndexMediaType, MediaType } from "../oci/mediatypes.js";
@@ -80,14 +81,6 @@ export interface OpenBlobOptions {
 
 /** A blob to push: bytes in memory, or a function that opens its stream (once per attempt). */
 export type BlobContent = Uint8Array | (() => AsyncIterable<Uint8Array>);
-
-/** Counts bytes like a Digester, for content whose stream verifies itself. */
-class ByteCounter {
-  size = 0;
-  update(bytes: Uint8Array): void {
-    this.size += bytes.length;
-  }
-}
 
 export interface PushBlobOptions {
   digest: Digest;
@@ -788,7 +781,7 @@ export class Repository {
     const { size } = expected;
     let from = 0; // bytes the registry holds
     for (let failures = 0; ; ) {
-      const digester = contentVerified ? new ByteCounter() : new Digester();
+      const digester = contentVerified ? new TrustedDigester(expected.digest) : new Digester();
       const skip = from;
       const body = async function* (): AsyncGenerator<Uint8Array> {
         const source = content instanceof Uint8Array ? [content] : content();
@@ -814,8 +807,7 @@ export class Repository {
         for await (const _ of body()) {
           // hashes, yields nothing
         }
-        if (digester instanceof Digester)
-          verifyDigest({ digest: digester.digest(), size: digester.size }, expected, `${where}: content`);
+        verifyDigest({ digest: digester.digest(), size: digester.size }, expected, `${where}: content`);
         return;
       }
       try {
@@ -835,8 +827,7 @@ export class Repository {
         });
         await res.body.dump();
         session.location = this.uploadLocation(res, where);
-        if (digester instanceof Digester)
-          verifyDigest({ digest: digester.digest(), size: digester.size }, expected, `${where}: content`);
+        verifyDigest({ digest: digester.digest(), size: digester.size }, expected, `${where}: content`);
         return;
       } catch (err) {
         const retryable =
