@@ -193,37 +193,13 @@ class RegistryEndpoint implements Endpoint {
     return this.repo.openBlob(blob.digest, { size: blob.size });
   }
 
-  async read(blob: BlobRef, maxBytes = 16 * 1024 * 1024): Promise<Uint8Array> {
-    if (blob.size !== undefined && blob.size > maxBytes) {
-      throw new RootstockError(
-        "INVALID_FORMAT",
-        `${this.name}: ${blob.digest} is ${blob.size} bytes, over ${maxBytes}`,
-      );
-    }
-    // Manifests and indexes live behind /manifests/, everything else behind /blobs/;
-    // callers pass descriptors, whose media type says which.
-    if (
+  read(blob: BlobRef, maxBytes = 16 * 1024 * 1024): Promise<Uint8Array> {
+    // Callers pass descriptors, whose media type says whether it is a manifest.
+    const manifest =
       isManifestMediaType(blob.mediaType) ||
       isIndexMediaType(blob.mediaType) ||
-      this.manifests.has(blob.digest)
-    ) {
-      const m = await this.repo.getManifest(blob.digest);
-      verifyDigest(
-        { digest: m.digest, size: m.bytes.length },
-        { digest: blob.digest, size: blob.size },
-        blob.digest,
-      );
-      return m.bytes;
-    }
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    for await (const chunk of this.repo.openBlob(blob.digest, { size: blob.size })) {
-      total += chunk.length;
-      if (total > maxBytes)
-        throw new RootstockError("INVALID_FORMAT", `${this.name}: ${blob.digest} over ${maxBytes} bytes`);
-      parts.push(chunk);
-    }
-    return Buffer.concat(parts);
+      this.manifests.has(blob.digest);
+    return this.repo.readDocument(blob, { manifest, maxBytes });
   }
 
   async put(source: AsyncIterable<Uint8Array> | Uint8Array, expected?: Partial<BlobRef>): Promise<PutResult> {

@@ -9,7 +9,7 @@ import { RootstockError } from "../errors.js";
 import { registryClient } from "../image/endpoint.js";
 import { OciLayout } from "../layout/layout.js";
 import type { BlobRef } from "../oci/blobs.js";
-import { type Digest, verifyDigest } from "../oci/digest.js";
+import type { Digest } from "../oci/digest.js";
 import { isIndexMediaType, isManifestMediaType } from "../oci/mediatypes.js";
 import { formatReference, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/types.js";
@@ -71,36 +71,11 @@ export function registrySource(
       rootDigest = m.digest;
       return { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
     },
-    async read(blob) {
-      if (blob.size !== undefined && blob.size > MAX_DOCUMENT)
-        throw new RootstockError(
-          "INVALID_FORMAT",
-          `${name}: ${blob.digest} is ${blob.size} bytes, over ${MAX_DOCUMENT}`,
-        );
-      // Manifests and indexes live behind /manifests/, configs behind /blobs/. A
-      // registry may answer a config digest on /manifests/ with a 500 (distribution
-      // does), so only a document typed as a manifest, or the root, goes there.
-      if (
-        isManifestMediaType(blob.mediaType) ||
-        isIndexMediaType(blob.mediaType) ||
-        blob.digest === rootDigest
-      ) {
-        const m = await repo.getManifest(blob.digest);
-        verifyDigest({ digest: m.digest, size: m.bytes.length }, blob, `${name}: ${blob.digest}`);
-        return m.bytes;
-      }
-      const parts: Uint8Array[] = [];
-      let total = 0;
-      for await (const chunk of repo.openBlob(
-        blob.digest,
-        blob.size !== undefined ? { size: blob.size } : {},
-      )) {
-        total += chunk.length;
-        if (total > MAX_DOCUMENT)
-          throw new RootstockError("INVALID_FORMAT", `${name}: ${blob.digest} is over ${MAX_DOCUMENT} bytes`);
-        parts.push(chunk);
-      }
-      return Buffer.concat(parts);
+    read(blob) {
+      // The root and what is typed as a manifest or index; everything else is a blob.
+      const manifest =
+        isManifestMediaType(blob.mediaType) || isIndexMediaType(blob.mediaType) || blob.digest === rootDigest;
+      return repo.readDocument(blob, { manifest, maxBytes: MAX_DOCUMENT });
     },
     async open(blob) {
       return repo.openBlob(blob.digest, blob.size !== undefined ? { size: blob.size } : {});

@@ -142,6 +142,38 @@ export class Repository {
 
   // ---- manifests ------------------------------------------------------------
 
+  /**
+   * A small document by digest (a manifest, an index, a config), verified and at
+   * most `maxBytes`. A registry keeps manifests apart from blobs: `manifest` says
+   * which endpoint to ask. Only what the caller knows to be a manifest goes to
+   * /manifests/: distribution answers a config digest there with a 500.
+   */
+  async readDocument(
+    blob: { digest: Digest; size?: number },
+    opts: { manifest: boolean; maxBytes: number },
+  ): Promise<Uint8Array> {
+    const what = `${this.where}@${blob.digest}`;
+    if (blob.size !== undefined && blob.size > opts.maxBytes)
+      throw new RootstockError("INVALID_FORMAT", `${what}: ${blob.size} bytes, over ${opts.maxBytes}`);
+    if (opts.manifest) {
+      const m = await this.getManifest(blob.digest);
+      verifyDigest({ digest: m.digest, size: m.bytes.length }, blob, what);
+      return m.bytes;
+    }
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of this.openBlob(
+      blob.digest,
+      blob.size !== undefined ? { size: blob.size } : {},
+    )) {
+      total += chunk.length;
+      if (total > opts.maxBytes)
+        throw new RootstockError("INVALID_FORMAT", `${what}: over ${opts.maxBytes} bytes`);
+      parts.push(chunk);
+    }
+    return Buffer.concat(parts);
+  }
+
   /** A manifest by tag or digest, its bytes verified; an index resolved to `platform` when given. */
   async getManifest(ref: string, opts: GetManifestOptions = {}): Promise<ManifestResult> {
     this.checkRef(ref);
