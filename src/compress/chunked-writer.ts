@@ -16,7 +16,7 @@ import {
   skippableFrameHeader,
 } from "./footer.js";
 import { type FrameJobOutput, FramePool } from "./frame-pool.js";
-import { goCleanPath, PADDING_CHUNK_SIZE, TarSplitPacker } from "./tarsplit.js";
+import { goCleanPath, PaddingSegmenter, TarSplitPacker } from "./tarsplit.js";
 import { serializeToc, type Toc, type TocEntry, tocEntryFromHeader } from "./toc.js";
 import { ZstdFrameWriter, zstdCompress } from "./zstd.js";
 
@@ -267,26 +267,14 @@ async function* writeChunked(
       addPending(trailer.endBlocks);
       const endBlocks = trailer.endBlocks;
       push({ inputBytes: 0, apply: () => packer.segment(endBlocks) });
-      let seg: Uint8Array[] = [];
-      let segLen = 0;
-      const flushSeg = () => {
-        const bytes = Buffer.concat(seg, segLen);
-        seg = [];
-        segLen = 0;
-        push({ inputBytes: 0, apply: () => packer.segment(bytes) });
-      };
+      const padding = new PaddingSegmenter((segment) =>
+        push({ inputBytes: 0, apply: () => packer.segment(segment) }),
+      );
       for await (const chunk of trailer.rest) {
         addPending(chunk);
-        let c = chunk;
-        while (c.length > 0) {
-          const take = Math.min(c.length, PADDING_CHUNK_SIZE - segLen);
-          seg.push(c.subarray(0, take));
-          segLen += take;
-          c = c.subarray(take);
-          if (segLen === PADDING_CHUNK_SIZE) flushSeg();
-        }
+        padding.push(chunk);
       }
-      if (segLen > 0) flushSeg();
+      padding.end();
       flushPending();
       pool.flush();
     } catch (err) {

@@ -12,6 +12,40 @@ export const TARSPLIT_SEGMENT = 2;
 /** tar-split stores bytes after the end-of-archive marker in segments of at most this. */
 export const PADDING_CHUNK_SIZE = 1024 * 1024;
 
+/**
+ * Cuts what follows a tar's end blocks (padding, trailing bytes) into tar-split
+ * segments of at most PADDING_CHUNK_SIZE, as tar-split does. Each emitted segment
+ * is a copy: the input chunks may be reused.
+ */
+export class PaddingSegmenter {
+  private parts: Uint8Array[] = [];
+  private length = 0;
+
+  constructor(private readonly emit: (segment: Uint8Array) => void) {}
+
+  push(chunk: Uint8Array): void {
+    let c = chunk;
+    while (c.length > 0) {
+      const take = Math.min(c.length, PADDING_CHUNK_SIZE - this.length);
+      this.parts.push(c.subarray(0, take));
+      this.length += take;
+      c = c.subarray(take);
+      if (this.length === PADDING_CHUNK_SIZE) this.flush();
+    }
+  }
+
+  /** Emits the last, shorter segment. */
+  end(): void {
+    if (this.length > 0) this.flush();
+  }
+
+  private flush(): void {
+    this.emit(Buffer.concat(this.parts, this.length));
+    this.parts = [];
+    this.length = 0;
+  }
+}
+
 export type TarSplitEntry =
   | { type: typeof TARSPLIT_SEGMENT; payload: Uint8Array; position: number }
   | {

@@ -6,7 +6,7 @@
  * layer whose whole blob is at hand, so those layers dedup too.
  */
 import type { ContentStore } from "../cas/store.js";
-import { PADDING_CHUNK_SIZE, TarSplitPacker } from "../compress/tarsplit.js";
+import { PaddingSegmenter, TarSplitPacker } from "../compress/tarsplit.js";
 import { type TocEntry, tocEntryFromHeader } from "../compress/toc.js";
 import { ZstdFrameWriter } from "../compress/zstd.js";
 import { RootstockError } from "../errors.js";
@@ -161,23 +161,9 @@ export async function explodeLayer(
       drainLines();
       const trailer = reader.trailer;
       packer.segment(trailer.endBlocks);
-      let seg: Uint8Array[] = [];
-      let segLen = 0;
-      for await (const chunk of trailer.rest) {
-        let c = chunk;
-        while (c.length > 0) {
-          const take = Math.min(c.length, PADDING_CHUNK_SIZE - segLen);
-          seg.push(c.subarray(0, take));
-          segLen += take;
-          c = c.subarray(take);
-          if (segLen === PADDING_CHUNK_SIZE) {
-            packer.segment(Buffer.concat(seg, segLen));
-            seg = [];
-            segLen = 0;
-          }
-        }
-      }
-      if (segLen > 0) packer.segment(Buffer.concat(seg, segLen));
+      const padding = new PaddingSegmenter((segment) => packer.segment(segment));
+      for await (const chunk of trailer.rest) padding.push(chunk);
+      padding.end();
       // Run the stream to its very end: a verifying source (decodeLayer) checks the
       // blob digest and diff_id only after its last byte.
       while (!(await source.next()).done) {}
