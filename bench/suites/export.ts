@@ -25,7 +25,6 @@ import { podmanSandbox } from "../../test/helpers/podman.js";
 import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
 
 const sh = promisify(execFile);
-const ROOT = new URL("../../", import.meta.url).pathname;
 
 export async function run(): Promise<string> {
   const rootfs = await debianRootfsDir("reference");
@@ -41,26 +40,12 @@ export async function run(): Promise<string> {
     const dest = await openEndpoint(parseReference(ref), { storeDir: store });
     const imported = await importTarball(rootfsTar, dest, "bench");
     await dest.close();
-    await sh(process.execPath, [
-      join(ROOT, "bin/rootstock.js"),
-      "--store",
-      store,
-      "-q",
-      "copy",
-      ref,
-      `oci:${join(work, "layout")}:ref`,
-    ]);
-    await sh(process.execPath, [
-      join(ROOT, "bin/rootstock.js"),
-      "--store",
-      store,
-      "-q",
-      "copy",
-      "--compression",
-      "gzip",
-      ref,
-      `oci:${join(work, "gzip")}:ref`,
-    ]);
+    const cli = (...args: string[]) => {
+      const [node, ...rest] = ourCli(...args);
+      return sh(node as string, rest, { maxBuffer: 1 << 20 });
+    };
+    await cli("--store", store, "-q", "copy", ref, `oci:${join(work, "layout")}:ref`);
+    await cli("--store", store, "-q", "copy", "--compression", "gzip", ref, `oci:${join(work, "gzip")}:ref`);
     const ours = (format: string, output: string, ...extra: string[]) =>
       ourCli("--store", store, "-q", "export", ref, "--format", format, "-o", output, ...extra);
     // ostree cannot commit device nodes: commit a hardlinked copy of the rootfs without them.
@@ -103,12 +88,7 @@ export async function run(): Promise<string> {
     tables.push(formatTable("dir export of the reference rootfs image", dir, "ostree checkout -H"));
 
     // The outputs are the image: every export has its tree digest.
-    const digest = async (p: string) =>
-      (
-        await sh(process.execPath, [join(ROOT, "bin/rootstock.js"), "-q", "digest", p], {
-          maxBuffer: 1 << 20,
-        })
-      ).stdout.trim();
+    const digest = async (p: string) => (await cli("-q", "digest", p)).stdout.trim();
     const checks: string[] = [];
     const check = async (name: string) =>
       checks.push(

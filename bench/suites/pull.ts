@@ -16,48 +16,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { du } from "../../src/cas/du.js";
 import { ContentStore } from "../../src/cas/store.js";
-import { fileRangeReader, readChunkedMetadata } from "../../src/compress/chunked-reader.js";
-import { SKIPPABLE_HEADER_SIZE } from "../../src/compress/footer.js";
-import { fileRanges } from "../../src/compress/toc.js";
 import { copyImage } from "../../src/image/copy.js";
 import { openEndpoint } from "../../src/image/endpoint.js";
-import { readImage } from "../../src/layout/image.js";
-import { OciLayout } from "../../src/layout/layout.js";
 import type { Digest } from "../../src/oci/digest.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { podmanSandbox } from "../../test/helpers/podman.js";
-import { startRegistry, type TestRegistry } from "../../test/helpers/registry.js";
-import { growingLayout, referenceLayout } from "../../test/pull/fixtures.js";
+import { blobBytesSince, startRegistry, type TestRegistry } from "../../test/helpers/registry.js";
+import { growingLayout, type LayerFacts, layerFacts, referenceLayout } from "../../test/pull/fixtures.js";
 import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
 
 const GROWING = Number(process.env.PULL_BENCH_IMAGES ?? 10);
-
-interface LayerFacts {
-  digest: Digest;
-  files: Map<Digest, [number, number]>;
-  metadataBytes: number;
-}
-
-async function layerFacts(layoutPath: string, tag: string): Promise<LayerFacts> {
-  const layout = await OciLayout.open(layoutPath);
-  const image = await readImage(layout, await layout.resolve(tag));
-  const layer = image.manifest.layers[0]!;
-  const reader = await fileRangeReader(layout.blobPath(layer.digest));
-  try {
-    const meta = await readChunkedMetadata(reader.read, layer);
-    if (!meta?.tarSplit) throw new Error(`${tag}: not a generation-E zstd:chunked layer`);
-    const files = new Map<Digest, [number, number]>();
-    for (const f of fileRanges(meta.toc, meta.positions.tocOffset - SKIPPABLE_HEADER_SIZE)) {
-      let compressed = 0;
-      for (const r of f.ranges) if (!r.zeros) compressed += r.end - r.start;
-      files.set(f.entry.digest as Digest, [f.entry.size ?? 0, compressed]);
-    }
-    const ts = meta.positions.tarSplit!;
-    return { digest: layer.digest, files, metadataBytes: ts.offset + ts.length - meta.positions.tocOffset };
-  } finally {
-    await reader.close();
-  }
-}
 
 /** podman 4.3 with the peers.md wrapper, its own storage under `dir`, partial pulls on. */
 async function podmanEnv(dir: string, reg: TestRegistry): Promise<{ env: NodeJS.ProcessEnv; cmd: string }> {
@@ -67,13 +35,6 @@ async function podmanEnv(dir: string, reg: TestRegistry): Promise<{ env: NodeJS.
 
 async function logLength(reg: TestRegistry): Promise<number> {
   return (await reg.accessLog()).length;
-}
-
-async function blobBytesSince(reg: TestRegistry, from: number, digest?: Digest): Promise<number> {
-  return (await reg.accessLog())
-    .slice(from)
-    .filter((e) => e.method === "GET" && e.path.includes("/blobs/") && (!digest || e.path.endsWith(digest)))
-    .reduce((n, e) => n + e.bytes, 0);
 }
 
 async function push(reg: TestRegistry, layout: string, tag: string, repo: string): Promise<void> {
@@ -108,12 +69,12 @@ export async function run(): Promise<string> {
         "rootstock pull (empty store)",
         ourCli("--store", storeDir, "-q", "pull", `docker://${image}`),
       );
-      full.push({ ...ours, bytes: await blobBytesSince(reg, from), note: `round ${round + 1}` });
+      full.push({ ...ours, bytes: (await blobBytesSince(reg, from)).bytes, note: `round ${round + 1}` });
       const pdir = join(work, `podman-full-${round}`);
       const { env, cmd } = await podmanEnv(pdir, reg);
       from = await logLength(reg);
       const theirs = await measure("podman pull (partial pulls on)", `${cmd} pull -q ${image}`, { env });
-      full.push({ ...theirs, bytes: await blobBytesSince(reg, from), note: `round ${round + 1}` });
+      full.push({ ...theirs, bytes: (await blobBytesSince(reg, from)).bytes, note: `round ${round + 1}` });
       // Nothing is deleted until the end: ext4 skips recently freed inodes when it
       // allocates, so a big rm just before a pull slows the pull that follows.
       cleanups.push(() =>
@@ -150,7 +111,7 @@ export async function run(): Promise<string> {
         `rootstock g${i}`,
         ourCli("--store", storeDir, "-q", "pull", `docker://${ref}`),
       );
-      const ourBytes = await blobBytesSince(reg, from, f.digest);
+      const ourBytes = (await blobBytesSince(reg, from, f.digest)).bytes;
       if (i > 0) worst = Math.max(worst, ourBytes / expected);
       rows.push({
         ...ours,
@@ -159,7 +120,7 @@ export async function run(): Promise<string> {
       });
       from = await logLength(reg);
       const theirs = await measure(`podman g${i}`, `${cmd} pull -q ${ref}`, { env });
-      rows.push({ ...theirs, bytes: await blobBytesSince(reg, from, f.digest) });
+      rows.push({ ...theirs, bytes: (await blobBytesSince(reg, from, f.digest)).bytes });
     }
     const unique = [...seen.values()].reduce((a, b) => a + b, 0);
     const stored = await storeBytes(storeDir);

@@ -82,6 +82,21 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
+/** Bytes the registry sent, and in how many GETs, for blobs (or one blob) since access-log line `from`. */
+export async function blobBytesSince(
+  reg: TestRegistry,
+  from: number,
+  digest?: string,
+): Promise<{ bytes: number; requests: number }> {
+  const gets = (await reg.accessLog())
+    .slice(from)
+    .filter(
+      (e) =>
+        e.method === "GET" && (digest ? e.path.endsWith(`/blobs/${digest}`) : e.path.includes("/blobs/")),
+    );
+  return { bytes: gets.reduce((n, e) => n + e.bytes, 0), requests: gets.length };
+}
+
 /** A bcrypt htpasswd line per user (docker-registry accepts bcrypt only); cost 4 keeps tests fast. */
 async function htpasswdFile(users: Record<string, string>): Promise<string> {
   const script =

@@ -9,6 +9,12 @@ import { existsSync } from "node:fs";
 import { cp, mkdir, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { fileRangeReader, readChunkedMetadata } from "../../src/compress/chunked-reader.js";
+import { SKIPPABLE_HEADER_SIZE } from "../../src/compress/footer.js";
+import { fileRanges } from "../../src/compress/toc.js";
+import { readImage } from "../../src/layout/image.js";
+import { OciLayout } from "../../src/layout/layout.js";
+import type { Digest } from "../../src/oci/digest.js";
 import { FIXTURE_DIR, withLock } from "../helpers/fixtures.js";
 
 const run = promisify(execFile);
@@ -133,4 +139,33 @@ export async function referenceLayout(): Promise<string> {
     await (await open(marker, "w")).close();
     return path;
   });
+}
+
+export interface LayerFacts {
+  digest: Digest;
+  /** Every file content: digest → [uncompressed size, compressed bytes of its non-zero frames]. */
+  files: Map<Digest, [number, number]>;
+  metadataBytes: number;
+}
+
+/** What each image's layer holds, read straight from the layout blob with the compress reader. */
+export async function layerFacts(layoutPath: string, tag: string): Promise<LayerFacts> {
+  const layout = await OciLayout.open(layoutPath);
+  const image = await readImage(layout, await layout.resolve(tag));
+  const layer = image.manifest.layers[0]!;
+  const reader = await fileRangeReader(layout.blobPath(layer.digest));
+  try {
+    const meta = await readChunkedMetadata(reader.read, layer);
+    if (!meta?.tarSplit) throw new Error(`${tag}: not a generation-E zstd:chunked layer`);
+    const files = new Map<Digest, [number, number]>();
+    for (const f of fileRanges(meta.toc, meta.positions.tocOffset - SKIPPABLE_HEADER_SIZE)) {
+      let compressed = 0;
+      for (const r of f.ranges) if (!r.zeros) compressed += r.end - r.start;
+      files.set(f.entry.digest as Digest, [f.entry.size ?? 0, compressed]);
+    }
+    const ts = meta.positions.tarSplit!;
+    return { digest: layer.digest, files, metadataBytes: ts.offset + ts.length - meta.positions.tocOffset };
+  } finally {
+    await reader.close();
+  }
 }

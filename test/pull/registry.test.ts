@@ -11,63 +11,18 @@ import { after, before, describe, test } from "node:test";
 import { du } from "../../src/cas/du.js";
 import { fsck } from "../../src/cas/fsck.js";
 import { ContentStore } from "../../src/cas/store.js";
-import { fileRangeReader, readChunkedMetadata } from "../../src/compress/chunked-reader.js";
-import { SKIPPABLE_HEADER_SIZE } from "../../src/compress/footer.js";
-import { fileRanges } from "../../src/compress/toc.js";
 import { copyImage } from "../../src/image/copy.js";
 import { openEndpoint } from "../../src/image/endpoint.js";
-import { readImage } from "../../src/layout/image.js";
-import { OciLayout } from "../../src/layout/layout.js";
 import type { Digest } from "../../src/oci/digest.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { pullImage } from "../../src/pull/pull.js";
 import { openPullSource } from "../../src/pull/source.js";
 import { rootstock } from "../helpers/cli.js";
-import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { blobBytesSince, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { withTempDir } from "../helpers/tmp.js";
-import { growingLayout } from "./fixtures.js";
+import { growingLayout, type LayerFacts, layerFacts } from "./fixtures.js";
 
 const IMAGES = 3;
-
-interface LayerFacts {
-  digest: Digest;
-  /** Every file content: digest → [uncompressed size, compressed bytes of its non-zero frames]. */
-  files: Map<Digest, [number, number]>;
-  metadataBytes: number;
-}
-
-/** What each image's layer holds, read straight from the layout blob with the compress reader. */
-async function layerFacts(layoutPath: string, tag: string): Promise<LayerFacts> {
-  const layout = await OciLayout.open(layoutPath);
-  const image = await readImage(layout, await layout.resolve(tag));
-  const layer = image.manifest.layers[0]!;
-  const reader = await fileRangeReader(layout.blobPath(layer.digest));
-  try {
-    const meta = await readChunkedMetadata(reader.read, layer);
-    assert.ok(meta?.tarSplit, "a generation-E zstd:chunked layer");
-    const files = new Map<Digest, [number, number]>();
-    for (const f of fileRanges(meta.toc, meta.positions.tocOffset - SKIPPABLE_HEADER_SIZE)) {
-      let compressed = 0;
-      for (const r of f.ranges) if (!r.zeros) compressed += r.end - r.start;
-      files.set(f.entry.digest as Digest, [f.entry.size ?? 0, compressed]);
-    }
-    const ts = meta.positions.tarSplit!;
-    return { digest: layer.digest, files, metadataBytes: ts.offset + ts.length - meta.positions.tocOffset };
-  } finally {
-    await reader.close();
-  }
-}
-
-/** Bytes the registry sent for GETs of one blob since log line `from`. */
-async function blobBytes(
-  reg: TestRegistry,
-  digest: Digest,
-  from: number,
-): Promise<{ bytes: number; requests: number }> {
-  const log = (await reg.accessLog()).slice(from);
-  const gets = log.filter((e) => e.method === "GET" && e.path.endsWith(`/blobs/${digest}`));
-  return { bytes: gets.reduce((n, e) => n + e.bytes, 0), requests: gets.length };
-}
 
 describe("pull from a registry", () => {
   let reg: TestRegistry;
@@ -131,7 +86,7 @@ describe("pull from a registry", () => {
           assert.match(out.stdout, new RegExp(`store:${reg.host}/growing:g${i}`));
           assert.match(out.stdout, /files: fetched \d+ .*, reused \d+/);
         }
-        const got = await blobBytes(reg, f.digest, from);
+        const got = await blobBytesSince(reg, from, f.digest);
         // Every request answered: a config read through /manifests/ gets a 500 from
         // distribution, which cost seconds of retries.
         const failed = (await reg.accessLog()).slice(from).filter((e) => e.status >= 400);
