@@ -1,9 +1,9 @@
 /**
- * A zstd layer decoded on a worker thread: the worker hashes the blob, decompresses
- * it and hashes the tar while the main thread parses the tar and stores file
- * objects, so a full pull uses two cores. Same contract as compress's decodeLayer:
- * the stream throws at its end when the blob's size or digest, or the tar's
- * diff_id, do not match. Inline CommonJS worker (as cas/hashpool.ts): nothing to
+ * A zstd layer decoded on a worker thread: the worker decompresses the blob and
+ * hashes the tar while the main thread parses the tar and stores file objects, so a
+ * full pull uses two cores. The stream throws at its end when the blob's size or the
+ * tar's diff_id do not match; the blob's digest is the blob stream's own check
+ * (every PullSource stream verifies itself). Inline CommonJS worker (as cas/hashpool.ts): nothing to
  * resolve under tsx or from dist; the zstd binding's path is passed in.
  */
 import { createRequire } from "node:module";
@@ -17,7 +17,6 @@ const { createHash } = require("node:crypto");
 const b = require(workerData.binding);
 const dctx = new b.DCtx();
 dctx.setParameter(b.DParameter.windowLogMax, 27);
-const blobHash = createHash("sha256");
 const tarHash = createHash("sha256");
 let blobSize = 0, tarSize = 0, inFrame = false;
 const OUT = 1 << 20;
@@ -26,12 +25,11 @@ parentPort.on("message", (msg) => {
   try {
     if (msg.end) {
       if (inFrame) throw new Error("truncated zstd frame");
-      parentPort.postMessage({ done: true, blobDigest: "sha256:" + blobHash.digest("hex"), blobSize,
+      parentPort.postMessage({ done: true, blobSize,
         tarDigest: "sha256:" + tarHash.digest("hex"), tarSize });
       return;
     }
     const input = msg.chunk;
-    if (workerData.verifyBlob) blobHash.update(input);
     blobSize += input.length;
     const outs = [];
     let src = input;
@@ -65,25 +63,18 @@ interface Reply {
   recycled?: ArrayBuffer;
   error?: string;
   done?: boolean;
-  blobDigest?: Digest;
   blobSize?: number;
   tarDigest?: Digest;
   tarSize?: number;
 }
 
-/**
- * Decodes a tar+zstd blob (any zstd:chunked too) on a worker; verified at the end.
- * `blobVerified`: the blob stream checks its own digest (a registry or store stream
- * does), so the worker hashes only the tar.
- */
+/** Decodes a tar+zstd blob (any zstd:chunked too) from a self-verifying stream on a worker. */
 export async function* decodeZstdOnWorker(
   blob: AsyncIterable<Uint8Array>,
   desc: { digest: Digest; size: number },
   diffId: Digest,
-  opts: { blobVerified?: boolean } = {},
 ): AsyncGenerator<Uint8Array> {
-  const verifyBlob = !opts.blobVerified;
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { binding: BINDING, verifyBlob } });
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { binding: BINDING } });
   const free: ArrayBuffer[] = [];
   const replies: Reply[] = [];
   let wake: (() => void) | undefined;
@@ -144,8 +135,6 @@ export async function* decodeZstdOnWorker(
         "SIZE_MISMATCH",
         `layer ${desc.digest}: blob has ${end.blobSize} bytes, descriptor says ${desc.size}`,
       );
-    if (verifyBlob && end.blobDigest !== desc.digest)
-      throw new RootstockError("DIGEST_MISMATCH", `layer ${desc.digest}: blob hashes to ${end.blobDigest}`);
     if (end.tarDigest !== diffId)
       throw new RootstockError(
         "DIGEST_MISMATCH",

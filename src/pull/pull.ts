@@ -350,7 +350,7 @@ async function explodeFull(
   if (layer.annotations) parseChunkedAnnotations(layer.annotations); // refuses zstd:chunked + eStargz
   const tar =
     compressionOf(layer.mediaType) === "zstd"
-      ? decodeZstdOnWorker(counted(), layer, diffId, { blobVerified: true })
+      ? decodeZstdOnWorker(counted(), layer, diffId)
       : decodeLayer(counted(), layer, diffId);
   const result = await explodeLayer(store, tar, layerBlob(layer), diffId, {
     streamChecksDiffId: true,
