@@ -19,7 +19,7 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { chmod, type FileHandle, link, mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { chmod, type FileHandle, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { RootstockError } from "../errors.js";
 import {
@@ -159,19 +159,20 @@ async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
 }
 
 /**
- * Links a verified ingest file into place. An object already there is kept (true)
- * unless its size shows it is damaged, in which case ours replaces it.
+ * Links a verified ingest file into place (blocking: link and stat are tiny calls).
+ * An object already there is kept (true) unless its size shows it is damaged, in
+ * which case ours replaces it. link() never replaces: a concurrent writer of the
+ * same object keeps its inode, and hardlinks taken from it stay valid.
  */
-async function linkOrKeep(tmp: string, target: string, size: number): Promise<boolean> {
+function linkOrKeep(tmp: string, target: string, size: number): boolean {
   try {
-    await link(tmp, target);
+    linkSync(tmp, target);
     return false;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
   }
-  const present = await stat(target).catch(() => undefined);
-  if (present && present.size === size) return true;
-  await rename(tmp, target);
+  if (statOrUndefined(target)?.size === size) return true;
+  renameSync(tmp, target);
   return false;
 }
 
@@ -247,7 +248,7 @@ export async function ingest(
     // (hardlinks taken from it stay valid); ours is then simply dropped.
     let existed = false;
     await inDir(targetDir, async () => {
-      existed = await linkOrKeep(tmp, target, actual.size);
+      existed = linkOrKeep(tmp, target, actual.size);
     });
     committed = true;
     if (durable) await fsyncDir(targetDir);
@@ -322,17 +323,13 @@ export function commitIngestSync(tmp: string, target: string, size: number, dura
       knownDirs.add(dir);
     }
     try {
-      linkSync(tmp, target);
+      existed = linkOrKeep(tmp, target, size);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") {
-        // The fan-out directory vanished behind our back (a repair): make it again.
-        forgetDir(dir);
-        mkdirSync(dir, { recursive: true });
-        linkSync(tmp, target);
-      } else if (code !== "EEXIST") throw err;
-      else if (statOrUndefined(target)?.size === size) existed = true;
-      else renameSync(tmp, target); // a damaged object: ours replaces it
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      // The fan-out directory vanished behind our back (a repair): make it again.
+      forgetDir(dir);
+      mkdirSync(dir, { recursive: true });
+      existed = linkOrKeep(tmp, target, size);
     }
     if (durable && !existed) {
       const dfd = openSync(dir, "r");
@@ -413,7 +410,7 @@ export async function commitIngestFile(
   const target = pathFor(actual.digest);
   let existed = false;
   await inDir(dirname(target), async () => {
-    existed = await linkOrKeep(tmp, target, actual.size);
+    existed = linkOrKeep(tmp, target, actual.size);
   });
   if (durable) await fsyncDir(dirname(target));
   await rm(tmp, { force: true });
