@@ -23,7 +23,7 @@ import { ZstdFrameWriter, zstdCompress } from "./zstd.js";
 export const MEDIA_TYPE_TAR_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 export interface ChunkedWriterOptions {
-  /** zstd level of large files' frames (default 12); smaller payloads and headers get more, see `frameLevel`. */
+  /** zstd level of every header and payload frame (default 8; `encodeLayer` fast: 3). */
   level?: number;
   /** Content-defined chunks (§5, default) or one chunk per file. */
   chunking?: boolean;
@@ -46,21 +46,6 @@ export interface ChunkedLayerResult {
 
 const MAX_META_FRAME = 8 * 1024 * 1024;
 const INFLIGHT_LIMIT = 24 * 1024 * 1024;
-
-/** Payloads below this size are compressed at `SMALL_LEVEL` at least. */
-const SMALL_PAYLOAD = 16 * 1024;
-const SMALL_LEVEL = 12;
-/** Header frames (tar headers, padding, payload-less entries): tiny and many, cheap at a high level. */
-const HEADER_LEVEL = 12;
-
-/**
- * zstd level of a payload's frames. Per-file frames lose the cross-file context that a
- * whole-stream `zstd -3` has, mostly on small files; a high level costs little there
- * (most CPU goes to the large files), so small payloads get at least SMALL_LEVEL.
- */
-export function frameLevel(payloadSize: number, level: number): number {
-  return payloadSize < SMALL_PAYLOAD ? Math.max(level, SMALL_LEVEL) : level;
-}
 
 /** An ordered step for the consumer: maybe frames to write, then bookkeeping. */
 interface Step {
@@ -107,7 +92,7 @@ async function* writeChunked(
   opts: ChunkedWriterOptions,
   done: (r: ChunkedLayerResult) => void,
 ): AsyncGenerator<Uint8Array> {
-  const level = opts.level ?? 12;
+  const level = opts.level ?? 8;
   const chunking = opts.chunking ?? true;
   const progress = opts.progress ?? silentProgress;
   const pool = new FramePool(opts.threads === undefined ? { level } : { level, threads: opts.threads });
@@ -140,7 +125,7 @@ async function* writeChunked(
   };
   const rawFrame = (data: Uint8Array) => {
     push({
-      frames: pool.submit({ kind: "raw", data, level: Math.max(level, HEADER_LEVEL) }),
+      frames: pool.submit({ kind: "raw", data }),
       inputBytes: data.length,
     });
   };
@@ -200,7 +185,6 @@ async function* writeChunked(
           },
         });
         const fileId = pool.newFileId();
-        const payloadLevel = frameLevel(h.size, level);
         let received = 0;
         let part: Uint8Array[] = [];
         let partLen = 0;
@@ -215,7 +199,6 @@ async function* writeChunked(
             first,
             final,
             chunking,
-            level: payloadLevel,
           });
           first = false;
           push({

@@ -12,11 +12,9 @@ import type { Digest } from "../oci/digest.js";
 import { siblingModule, spawnWorker } from "../workers.js";
 
 export type FrameJob =
-  | { kind: "raw"; data: Uint8Array; level?: number }
+  | { kind: "raw"; data: Uint8Array }
   | {
       kind: "file";
-      /** zstd level of this job's frames (default: the pool's). */
-      level?: number;
       fileId: number;
       data: Uint8Array;
       first: boolean;
@@ -33,7 +31,7 @@ export interface FrameInfo {
   first: boolean;
   last: boolean;
   zeros: boolean;
-  /** On the last frame of a chunk. */
+  /** On the last frame of a content-defined chunk. */
   chunkDigest?: Digest;
 }
 

@@ -54,7 +54,9 @@ const heldBuf = new Uint8Array(MAX_PIECE);
 interface FileState {
   chunker: RollsumChunker;
   fileHash: Hash;
+  /** Content-defined chunks only: one chunk per file has no chunk digest in the TOC. */
   chunkHash: Hash | undefined;
+  chunking: boolean;
   crc: Crc64;
   /** One-chunk mode: bytes of this file in heldBuf. */
   heldLen: number;
@@ -71,7 +73,7 @@ function zeros(n: number): Uint8Array {
 
 function processPiece(st: FileState, piece: ChunkPiece, result: FrameJobResult): void {
   if (piece.kind === "data") {
-    if (piece.first) st.chunkHash = createHash("sha256");
+    if (piece.first && st.chunking) st.chunkHash = createHash("sha256");
     st.chunkHash?.update(piece.bytes);
     const compressedSize = piece.bytes.length > 0 ? compressFrame(piece.bytes) : 0;
     const frame = {
@@ -81,7 +83,7 @@ function processPiece(st: FileState, piece: ChunkPiece, result: FrameJobResult):
       last: piece.last,
       zeros: false,
     } as FrameJobResult["frames"][number];
-    if (piece.last) frame.chunkDigest = `sha256:${(st.chunkHash as Hash).digest("hex")}`;
+    if (piece.last && st.chunkHash) frame.chunkDigest = `sha256:${st.chunkHash.digest("hex")}`;
     result.frames.push(frame);
   } else {
     const hash = createHash("sha256");
@@ -104,7 +106,7 @@ function processPiece(st: FileState, piece: ChunkPiece, result: FrameJobResult):
 }
 
 function runJob(job: FrameJob, req: WorkerRequest): FrameJobResult {
-  setLevel(job.level ?? req.level, req.windowLog);
+  setLevel(req.level, req.windowLog);
   if (job.kind === "raw") {
     return {
       frames: [
@@ -124,6 +126,7 @@ function runJob(job: FrameJob, req: WorkerRequest): FrameJobResult {
       chunker: new RollsumChunker(MAX_PIECE),
       fileHash: createHash("sha256"),
       chunkHash: undefined,
+      chunking: job.chunking,
       crc: new Crc64(),
       heldLen: 0,
       started: false,
