@@ -31,6 +31,11 @@ export interface ChunkedWriterOptions {
   legacyAnnotations?: boolean;
   threads?: number;
   progress?: ProgressSink;
+  /**
+   * The consumer is done with each chunk of `blob` before it asks for the next (a
+   * synchronous or awaited write): the chunk's memory is then reused for later frames.
+   */
+  reuseOutput?: boolean;
 }
 
 export interface ChunkedLayerResult {
@@ -293,6 +298,7 @@ async function* writeChunked(
         progress({ type: "advance", id: "chunked", current: diff.size });
         yield out.bytes;
       }
+      if (out && opts.reuseOutput) out.release();
     }
     if (producerError) throw producerError;
     await producer;

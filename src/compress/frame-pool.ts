@@ -45,6 +45,12 @@ export interface FrameJobResult {
 export interface FrameJobOutput extends FrameJobResult {
   /** The compressed frames of this job, concatenated. */
   bytes: Uint8Array;
+  /**
+   * Optional: says `bytes` is no longer referenced. Once every job of a batch has
+   * said so, the batch's output buffer goes back to its worker for a later batch
+   * (fresh pages are costly to fault in); never called, it is simply collected.
+   */
+  release: () => void;
 }
 
 export interface WorkerRequest {
@@ -52,6 +58,8 @@ export interface WorkerRequest {
   level: number;
   windowLog: number;
   jobs: FrameJob[];
+  /** A released output buffer of an earlier batch, for this batch's frames. */
+  output?: ArrayBuffer;
 }
 
 export interface WorkerReply {
@@ -74,13 +82,20 @@ interface Slot {
   load: number;
   batch: PendingJob[];
   batchBytes: number;
+  /** The batch's inputs, copied in at submit: the caller may reuse its buffers right after. */
+  batchBuffer: Uint8Array | undefined;
   inflight: Map<number, PendingJob[]>;
+  /** Released output buffers of this worker's batches. */
+  freeOutputs: ArrayBuffer[];
 }
 
 const BATCH_BYTES = 512 * 1024;
 const BATCH_JOBS = 256;
-const INPUT_BUFFER_SIZE = 2 * 1024 * 1024;
-const MAX_FREE_BUFFERS = 8;
+/** Holds any batch of parts up to 1 MiB (a batch is sent once it reaches BATCH_BYTES). */
+const INPUT_BUFFER_SIZE = BATCH_BYTES + 1024 * 1024;
+/** Enough for every batch in flight (the writer keeps ≤ 24 MiB of input in flight): freed input pages would be faulted in again. */
+const MAX_FREE_BUFFERS = 64;
+const MAX_FREE_OUTPUTS = 32;
 
 function newWorker(): Worker {
   // A small young generation: the workers allocate mostly short-lived buffers.
@@ -115,7 +130,15 @@ export class FramePool {
     this.slots = [];
     for (let i = 0; i < n; i++) {
       const worker = newWorker();
-      const slot: Slot = { worker, load: 0, batch: [], batchBytes: 0, inflight: new Map() };
+      const slot: Slot = {
+        worker,
+        load: 0,
+        batch: [],
+        batchBytes: 0,
+        batchBuffer: undefined,
+        inflight: new Map(),
+        freeOutputs: [],
+      };
       worker.on("message", (reply: WorkerReply) => this.onReply(slot, reply));
       worker.on("error", (err) => this.fail(err));
       this.slots.push(slot);
@@ -126,7 +149,11 @@ export class FramePool {
     return this.nextFile++;
   }
 
-  /** Queues a job; the promise resolves with its frames. */
+  /**
+   * Queues a job; the promise resolves with its frames. `job.data` is copied before
+   * this returns (into the buffer the batch is transferred in), so the caller may
+   * overwrite it at once.
+   */
   submit(job: FrameJob): Promise<FrameJobOutput> {
     if (this.failed) return Promise.reject(this.failed);
     let slot: Slot;
@@ -136,9 +163,14 @@ export class FramePool {
       if (job.final) this.fileSlot.delete(job.fileId);
       else if (!sticky) this.fileSlot.set(job.fileId, slot);
     } else slot = this.leastLoaded();
+    const size = job.data.length;
+    if (slot.batchBuffer && slot.batchBytes + size > slot.batchBuffer.length) this.flushSlot(slot);
+    if (!slot.batchBuffer) slot.batchBuffer = this.inputBuffer(size);
+    slot.batchBuffer.set(job.data, slot.batchBytes);
+    const copied = { ...job, data: slot.batchBuffer.subarray(slot.batchBytes, slot.batchBytes + size) };
     return new Promise<FrameJobOutput>((resolve, reject) => {
-      slot.batch.push({ job, resolve, reject });
-      slot.batchBytes += job.data.length;
+      slot.batch.push({ job: copied, resolve, reject });
+      slot.batchBytes += size;
       slot.load += job.data.length;
       if (slot.batchBytes >= BATCH_BYTES || slot.batch.length >= BATCH_JOBS) this.flushSlot(slot);
       else if (!this.flushScheduled) {
@@ -164,30 +196,36 @@ export class FramePool {
     return best;
   }
 
+  private inputBuffer(minSize: number): Uint8Array {
+    const reuse = this.freeBuffers.findIndex((b) => b.byteLength >= minSize);
+    if (reuse >= 0) return new Uint8Array(this.freeBuffers.splice(reuse, 1)[0] as ArrayBuffer);
+    // Not zero-filled: every byte sent is written first.
+    const fresh = Buffer.allocUnsafeSlow(Math.max(minSize, INPUT_BUFFER_SIZE));
+    return new Uint8Array(fresh.buffer, fresh.byteOffset, fresh.length);
+  }
+
   private flushSlot(slot: Slot): void {
     if (slot.batch.length === 0) return;
     const pending = slot.batch;
+    const buffer = slot.batchBuffer as Uint8Array;
     slot.batch = [];
     slot.batchBytes = 0;
-    // Copy the inputs into one buffer to transfer (they are views of the reader's chunks).
-    let total = 0;
-    for (const p of pending) total += p.job.data.length;
-    const reuse = this.freeBuffers.findIndex((b) => b.byteLength >= total);
-    const buffer =
-      reuse >= 0
-        ? new Uint8Array(this.freeBuffers.splice(reuse, 1)[0] as ArrayBuffer, 0, total)
-        : new Uint8Array(new ArrayBuffer(Math.max(total, INPUT_BUFFER_SIZE)), 0, total);
-    let pos = 0;
-    const jobs: FrameJob[] = pending.map((p) => {
-      buffer.set(p.job.data, pos);
-      const data = buffer.subarray(pos, pos + p.job.data.length);
-      pos += p.job.data.length;
-      return { ...p.job, data };
-    });
+    slot.batchBuffer = undefined;
     const batchId = this.nextBatch++;
     slot.inflight.set(batchId, pending);
-    const req: WorkerRequest = { batchId, level: this.level, windowLog: this.windowLog, jobs };
-    slot.worker.postMessage(req, [buffer.buffer]);
+    const req: WorkerRequest = {
+      batchId,
+      level: this.level,
+      windowLog: this.windowLog,
+      jobs: pending.map((p) => p.job),
+    };
+    const transfer = [buffer.buffer as ArrayBuffer];
+    const output = slot.freeOutputs.pop();
+    if (output) {
+      req.output = output;
+      transfer.push(output);
+    }
+    slot.worker.postMessage(req, transfer);
   }
 
   private onReply(slot: Slot, reply: WorkerReply): void {
@@ -195,13 +233,26 @@ export class FramePool {
     if (!pending) return;
     slot.inflight.delete(reply.batchId);
     if (reply.recycled && this.freeBuffers.length < MAX_FREE_BUFFERS) this.freeBuffers.push(reply.recycled);
+    let unreleased = reply.results.length;
+    const output = reply.frames.buffer as ArrayBuffer;
+    const release = () => {
+      unreleased--;
+      if (unreleased === 0 && slot.freeOutputs.length < MAX_FREE_OUTPUTS) slot.freeOutputs.push(output);
+    };
     let pos = 0;
     reply.results.forEach((result, i) => {
       const p = pending[i] as PendingJob;
       slot.load -= p.job.data.length;
       let len = 0;
       for (const f of result.frames) len += f.compressedSize;
-      p.resolve({ ...result, bytes: reply.frames.subarray(pos, pos + len) });
+      let released = false;
+      const once = () => {
+        if (!released) {
+          released = true;
+          release();
+        }
+      };
+      p.resolve({ ...result, bytes: reply.frames.subarray(pos, pos + len), release: once });
       pos += len;
     });
   }

@@ -16,7 +16,10 @@ const binding = zstdBinding;
 const MAX_PIECE = 8 * 1024 * 1024;
 const cctx = new binding.CCtx();
 let currentLevel = Number.NaN;
+/** Frames of the batch in progress (grows to the largest batch, then stays). */
 let scratch = new Uint8Array(1 << 20);
+/** Reply buffers are allocated in these steps, so recycled ones fit most later batches. */
+const OUTPUT_STEP = 256 * 1024;
 
 let currentWindowLog = Number.NaN;
 
@@ -173,9 +176,16 @@ function runJob(job: FrameJob, req: WorkerRequest): FrameJobResult {
 parentPort?.on("message", (req: WorkerRequest) => {
   outPos = 0;
   const results = req.jobs.map((job) => runJob(job, req));
-  const buffer = scratch.slice(0, outPos);
-  const reply: WorkerReply = { batchId: req.batchId, results, frames: buffer };
-  const transfer: ArrayBuffer[] = [buffer.buffer];
+  // The frames leave in a buffer of their own: the recycled one the request brought
+  // when it is big enough (fresh pages cost more to fault in than the copy).
+  const out =
+    req.output && req.output.byteLength >= outPos
+      ? new Uint8Array(req.output)
+      : new Uint8Array(Buffer.allocUnsafeSlow(Math.ceil((outPos + 1) / OUTPUT_STEP) * OUTPUT_STEP).buffer);
+  out.set(scratch.subarray(0, outPos));
+  const frames = out.subarray(0, outPos);
+  const reply: WorkerReply = { batchId: req.batchId, results, frames };
+  const transfer: ArrayBuffer[] = [out.buffer as ArrayBuffer];
   // The rollsum chunker keeps views of its input between jobs; otherwise the input is free.
   const input = req.jobs[0]?.data.buffer;
   if (input instanceof ArrayBuffer && !req.jobs.some((j) => j.kind === "file" && j.chunking)) {

@@ -33,6 +33,8 @@ export interface EncodeOptions {
   legacyAnnotations?: boolean;
   threads?: number;
   progress?: ProgressSink;
+  /** zstd:chunked: the consumer finishes with each chunk before asking for the next; its memory is reused. */
+  reuseOutput?: boolean;
 }
 
 export interface EncodedLayer {
@@ -98,6 +100,7 @@ export function encodeLayer(
       chunking: opts.chunking ?? false,
       legacyAnnotations: opts.legacyAnnotations ?? false,
       threads,
+      reuseOutput: opts.reuseOutput ?? false,
       ...(opts.progress ? { progress: opts.progress } : {}),
     });
     const mapped = result.then(
@@ -170,7 +173,8 @@ export async function encodeLayerToFile(
   path: string,
   opts: EncodeOptions,
 ): Promise<EncodedLayer> {
-  const { blob, result } = encodeLayer(tar, opts);
+  // writeChunksToFile finishes each write before it pulls the next chunk.
+  const { blob, result } = encodeLayer(tar, { ...opts, reuseOutput: true });
   // Frames come in pieces of a few KiB: gathered into 1 MiB writes, no fsync (as before).
   await writeChunksToFile(blob, path, { sync: false });
   return result;
