@@ -13,6 +13,9 @@ export function siblingModule(importMetaUrl: string, name: string): URL {
 
 export function spawnWorker(url: URL, options: WorkerOptions = {}): Worker {
   if (!url.pathname.endsWith(".ts")) return new Worker(url, options);
-  const code = `import("tsx/esm/api").then((api) => { api.register(); return import(${JSON.stringify(url.href)}); });`;
+  // Resolved here: an eval worker resolves bare specifiers from the working directory,
+  // which need not be inside this package.
+  const tsx = import.meta.resolve("tsx/esm/api");
+  const code = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); });`;
   return new Worker(code, { ...options, eval: true });
 }

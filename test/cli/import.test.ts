@@ -219,4 +219,20 @@ describe("rootstock import of a real Debian root filesystem", () => {
       assert.equal((await rootstock(["--store", store, "-q", "--json", "store", "du"])).code, 0);
     });
   });
+  test("run from the TypeScript sources in a directory outside the package, its workers start too", async () => {
+    await withTempDir(async (dir) => {
+      await mkdir(join(dir, "tree", "etc"), { recursive: true });
+      await writeFile(join(dir, "tree", "etc", "motd"), "hello\n".repeat(5000));
+      await run("tar", ["-cf", join(dir, "small.tar"), "-C", join(dir, "tree"), "."]);
+      // ROOTSTOCK_FROM_SOURCE: what runs when dist/ is stale; the encode spawns compression workers.
+      const result = await rootstock(
+        ["--store", join(dir, "store"), "-q", "import", "small.tar", "store:small:1"],
+        {
+          cwd: dir,
+          env: { ROOTSTOCK_FROM_SOURCE: "1" },
+        },
+      );
+      assert.equal(result.code, 0, result.stderr);
+    });
+  });
 });
