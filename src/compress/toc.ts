@@ -145,70 +145,86 @@ function fields(obj: Map<string, JsonValue>, what: string): Map<string, JsonValu
   return out;
 }
 
-function intField(f: Map<string, JsonValue>, key: string, what: string): number | undefined {
-  const v = f.get(key.toLowerCase());
+/** A field of one JSON object by its canonical name (the strict path folds case, the fast path needs none). */
+type FieldGetter = (key: string) => unknown;
+
+function intField(get: FieldGetter, key: string, what: string): number | undefined {
+  const v = get(key);
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isSafeInteger(v)) fail(what, `${key} is not an integer`);
   if (v < 0 && key !== "mode") fail(what, `${key} is negative`);
   return v === 0 ? undefined : v;
 }
 
-function strField(f: Map<string, JsonValue>, key: string, what: string): string | undefined {
-  const v = f.get(key.toLowerCase());
+function strField(get: FieldGetter, key: string, what: string): string | undefined {
+  const v = get(key);
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "string") fail(what, `${key} is not a string`);
   return v === "" ? undefined : v;
 }
 
-function digestField(f: Map<string, JsonValue>, key: string, what: string): Digest | undefined {
-  const v = strField(f, key, what);
+function digestField(get: FieldGetter, key: string, what: string): Digest | undefined {
+  const v = strField(get, key, what);
   if (v === undefined) return undefined;
   if (!isDigest(v)) fail(what, `${key} is not a sha256 digest: ${JSON.stringify(v)}`);
   return v;
 }
 
-function timeField(f: Map<string, JsonValue>, key: string, what: string): TarTime | undefined {
-  const v = strField(f, key, what);
+/** Parsed times by their text: a root filesystem has few distinct mtimes. */
+type TimeCache = Map<string, TarTime>;
+
+function timeField(get: FieldGetter, key: string, what: string, cache: TimeCache): TarTime | undefined {
+  const v = strField(get, key, what);
   if (v === undefined) return undefined;
-  const t = parseGoTime(v, `TOC ${what} ${key}`);
-  return t.sec === GO_ZERO_TIME_SEC && t.nsec === 0 ? undefined : t;
+  let t = cache.get(v);
+  if (!t) {
+    t = parseGoTime(v, `TOC ${what} ${key}`);
+    cache.set(v, t);
+  }
+  return t.sec === GO_ZERO_TIME_SEC && t.nsec === 0 ? undefined : { sec: t.sec, nsec: t.nsec };
 }
 
-function parseEntry(value: JsonValue, index: number): TocEntry {
-  if (!(value instanceof Map)) fail(`entry ${index}`, "not an object");
-  const f = fields(value, `entry ${index}`);
-  const name = f.get("name");
+const INT_KEYS = [
+  "mode",
+  "size",
+  "uid",
+  "gid",
+  "devMajor",
+  "devMinor",
+  "offset",
+  "endOffset",
+  "chunkSize",
+  "chunkOffset",
+] as const;
+const TIME_KEYS = ["modtime", "accesstime", "changetime"] as const;
+
+function parseEntry(get: FieldGetter, index: number, times: TimeCache): TocEntry {
+  const name = get("name");
   if (typeof name !== "string") fail(`entry ${index}`, "name is missing");
   const what = `entry ${JSON.stringify(name)}`;
-  const type = f.get("type");
+  const type = get("type");
   if (typeof type !== "string" || !ENTRY_TYPES.has(type)) fail(what, `unknown type ${JSON.stringify(type)}`);
   const e: TocEntry = { type: type as TocEntryType, name };
-  const linkName = strField(f, "linkName", what);
+  const linkName = strField(get, "linkName", what);
   if (linkName !== undefined) e.linkName = linkName;
-  for (const key of [
-    "mode",
-    "size",
-    "uid",
-    "gid",
-    "devMajor",
-    "devMinor",
-    "offset",
-    "endOffset",
-    "chunkSize",
-    "chunkOffset",
-  ] as const) {
-    const n = intField(f, key, what);
+  for (const key of INT_KEYS) {
+    const n = intField(get, key, what);
     if (n !== undefined) e[key] = n;
   }
-  for (const key of ["modtime", "accesstime", "changetime"] as const) {
-    const t = timeField(f, key, what);
+  for (const key of TIME_KEYS) {
+    const t = timeField(get, key, what, times);
     if (t !== undefined) e[key] = t;
   }
-  const xattrs = f.get("xattrs");
+  const xattrs = get("xattrs");
   if (xattrs !== undefined && xattrs !== null) {
-    if (!(xattrs instanceof Map)) fail(what, "xattrs is not an object");
+    const pairs =
+      xattrs instanceof Map
+        ? [...xattrs]
+        : typeof xattrs === "object" && !Array.isArray(xattrs)
+          ? Object.entries(xattrs)
+          : fail(what, "xattrs is not an object");
     const out: Record<string, string> = {};
-    for (const [k, v] of xattrs) {
+    for (const [k, v] of pairs) {
       if (typeof v !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(v) || v.length % 4 !== 0) {
         fail(what, `xattr ${JSON.stringify(k)} is not base64`);
       }
@@ -216,11 +232,11 @@ function parseEntry(value: JsonValue, index: number): TocEntry {
     }
     if (Object.keys(out).length > 0) e.xattrs = out;
   }
-  const digest = digestField(f, "digest", what);
+  const digest = digestField(get, "digest", what);
   if (digest) e.digest = digest;
-  const chunkDigest = digestField(f, "chunkDigest", what);
+  const chunkDigest = digestField(get, "chunkDigest", what);
   if (chunkDigest) e.chunkDigest = chunkDigest;
-  const chunkType = strField(f, "chunkType", what);
+  const chunkType = strField(get, "chunkType", what);
   if (chunkType !== undefined) {
     if (chunkType !== "zeros") fail(what, `unknown chunkType ${JSON.stringify(chunkType)}`);
     e.chunkType = chunkType;
@@ -240,17 +256,86 @@ export interface ParseTocOptions {
  * refused, chunk entries only right after their file, offsets inside the blob.
  */
 export function parseToc(json: string, opts: ParseTocOptions = {}): Toc {
+  const toc = canonicalToc(json) ?? strictToc(json);
+  validateToc(toc, opts);
+  return toc;
+}
+
+function strictToc(json: string): Toc {
   const root = parseStrictJson(json, "TOC");
   if (!(root instanceof Map)) fail("document", "not an object");
   const f = fields(root, "document");
-  const version = f.get("version");
-  const entries = f.get("entries");
+  const get: FieldGetter = (key) => f.get(key.toLowerCase());
+  const version = get("version");
+  const entries = get("entries");
   if (!Array.isArray(entries)) fail("document", "entries is missing");
-  const toc: Toc = { version: typeof version === "number" ? version : 0, entries: entries.map(parseEntry) };
-  const tsd = digestField(f, "tarSplitDigest", "document");
+  const times: TimeCache = new Map();
+  const toc: Toc = {
+    version: typeof version === "number" ? version : 0,
+    entries: entries.map((value, index) => {
+      if (!(value instanceof Map)) fail(`entry ${index}`, "not an object");
+      const ef = fields(value, `entry ${index}`);
+      return parseEntry((key) => ef.get(key.toLowerCase()), index, times);
+    }),
+  };
+  const tsd = digestField(get, "tarSplitDigest", "document");
   if (tsd) toc.tarSplitDigest = tsd;
-  validateToc(toc, opts);
   return toc;
+}
+
+const DOCUMENT_KEYS = new Set(["version", "entries", "tarSplitDigest"]);
+const ENTRY_KEYS = new Set<string>([
+  "type",
+  "name",
+  "linkName",
+  "xattrs",
+  "digest",
+  "chunkDigest",
+  "chunkType",
+  ...INT_KEYS,
+  ...TIME_KEYS,
+]);
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The fast path for a TOC written the way writers write it (no whitespace, the
+ * canonical field names): native JSON.parse, and `JSON.stringify(parsed) === json`
+ * proves the text had no duplicate key, no rounded number and nothing after the
+ * value, the cases where JSON.parse reads differently from the strict parser. Any
+ * other field name goes to the strict parser; so does every error, for its message.
+ */
+function canonicalToc(json: string): Toc | undefined {
+  let root: unknown;
+  try {
+    root = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
+  if (!isPlainObject(root) || JSON.stringify(root) !== json) return undefined;
+  for (const key in root) if (!DOCUMENT_KEYS.has(key)) return undefined;
+  const entries = root.entries;
+  if (!Array.isArray(entries)) return undefined;
+  for (const entry of entries) {
+    if (!isPlainObject(entry)) return undefined;
+    for (const key in entry) if (!ENTRY_KEYS.has(key)) return undefined;
+  }
+  try {
+    const times: TimeCache = new Map();
+    const toc: Toc = {
+      version: typeof root.version === "number" ? root.version : 0,
+      entries: entries.map((entry: Record<string, unknown>, index) =>
+        parseEntry((key) => entry[key], index, times),
+      ),
+    };
+    const tsd = digestField((key) => root[key], "tarSplitDigest", "document");
+    if (tsd) toc.tarSplitDigest = tsd;
+    return toc;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The structural checks of parseToc, also usable on a TOC built in memory. */

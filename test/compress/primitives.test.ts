@@ -239,6 +239,13 @@ describe("TOC", () => {
     assert.equal(serializeToc(back), json);
   });
 
+  it("reads a canonical TOC (native fast path) exactly as the strict parser reads it spaced out", () => {
+    const json = serializeToc(sampleToc());
+    const spaced = json.replaceAll(',"', ', "'); // whitespace: only the strict parser takes it
+    assert.notEqual(spaced, json);
+    assert.deepEqual(parseToc(json, { dataEnd: 1000 }), parseToc(spaced, { dataEnd: 1000 }));
+  });
+
   it("matches field names case-insensitively and skips unknown fields", () => {
     const toc = parseToc(
       '{"Version":1,"ENTRIES":[{"Type":"reg","NAME":"x","Size":0,"future":{"a":[1]}}],"extra":true}\n',
@@ -264,6 +271,9 @@ describe("TOC", () => {
       [good.replace('"type":"symlink"', '"type":"sparse"'), /unknown type/],
       [good.replace('"chunkOffset":2024', '"chunkOffset":2000'), /chunkOffset 2000, expected 2024/],
       [good.replace('"digest":"sha256:1111', '"digest":"md5:1111'), /not a sha256 digest/],
+      // Canonical text that native JSON.parse would read without complaint: the fast path must not.
+      [good.replace('"size":13', '"size":13,"size":14'), /duplicate key "size"/],
+      [good.replace('"offset":105', '"offset":9007199254740993'), /number out of range/],
     ];
     for (const [text, re] of bad) {
       assert.throws(
