@@ -22,9 +22,10 @@ export async function readRecordTarSplit(store: ContentStore, record: LayerRecor
 }
 
 /**
- * Streams a file object's content (small ones in one read). With `scratch`, a small
- * file is read into it and yielded as a view: the consumer must be done with a chunk
- * before it asks for the next (a hash, a write), which spares a buffer per file.
+ * Streams a file object's content (small ones in one read). With `scratch`, every
+ * file is read into it, large ones in scratch-sized pieces, and yielded as views: the
+ * consumer must be done with a chunk before it asks for the next (a hash, a write),
+ * which spares fresh buffers (each page of one costs a fault to map).
  */
 export async function* fileObjectContent(
   store: ContentStore,
@@ -34,9 +35,9 @@ export async function* fileObjectContent(
 ): AsyncGenerator<Uint8Array> {
   const path = store.filePath(digest);
   try {
-    // Synchronous reads of small cached files beat 4 thread-pool round trips each.
-    if (scratch && size < scratch.length) {
-      yield scratch.subarray(0, readWhole(path, scratch, size));
+    // Synchronous reads of cached files beat thread-pool round trips.
+    if (scratch) {
+      yield* readPieces(path, scratch, size);
       return;
     }
     if (size <= SMALL_FILE) {
@@ -52,18 +53,17 @@ export async function* fileObjectContent(
   }
 }
 
-/** Reads up to `size` bytes of `path` into `buf` (one more byte is asked, to notice a longer file). */
-function readWhole(path: string, buf: Uint8Array, size: number): number {
+/** `path` read into `buf` piece by piece, up to one byte more than `size` (to notice a longer file). */
+function* readPieces(path: string, buf: Uint8Array, size: number): Generator<Uint8Array> {
   const fd = openSync(path, "r");
   try {
-    let got = 0;
-    const want = Math.min(buf.length, size + 1);
-    while (got < want) {
-      const n = readSync(fd, buf, got, want - got, null);
-      if (n === 0) break;
-      got += n;
+    let left = size + 1;
+    while (left > 0) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, left), null);
+      if (n === 0) return;
+      left -= n;
+      yield buf.subarray(0, n);
     }
-    return got;
   } finally {
     closeSync(fd);
   }
@@ -83,7 +83,7 @@ export async function* assembleFromStore(
   what: string,
   opts: { reuseBuffer?: boolean } = {},
 ): AsyncGenerator<Uint8Array> {
-  const scratch = opts.reuseBuffer ? Buffer.allocUnsafe(SMALL_FILE + 1) : undefined;
+  const scratch = opts.reuseBuffer ? Buffer.allocUnsafe(SMALL_FILE) : undefined;
   const byName = new Map<string, Digest>();
   for (const e of entries) if (e.type === "reg" && e.digest) byName.set(e.name, e.digest);
   const d = new Digester();
