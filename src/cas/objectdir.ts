@@ -4,7 +4,7 @@
  * (`sha256/<hex[0:2]>/<hex[2:]>`, fanned out because a rootfs has many files).
  * Writes go through `ingest`; reads are verified streams.
  */
-import { constants, createReadStream, statSync } from "node:fs";
+import { constants, createReadStream, existsSync } from "node:fs";
 import { copyFile, link, readdir, readFile, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { RootstockError } from "../errors.js";
@@ -94,11 +94,12 @@ export class ObjectDir implements BlobSource, BlobSink {
   }
 
   /**
-   * `has` in one blocking stat: for checks over thousands of objects (a layer's
-   * files), where a thread-pool round trip per object costs more than the stat.
+   * `has` in one blocking call: for checks over thousands of objects (a layer's
+   * files), where a thread-pool round trip per object costs more than the call.
    */
   hasSync(digest: Digest): boolean {
-    return statSync(this.path(digest), { throwIfNoEntry: false }) !== undefined;
+    // access(2), not stat: no Stats object to build (a pull asks this for thousands of files).
+    return existsSync(this.path(digest));
   }
 
   async size(digest: Digest): Promise<number> {
