@@ -91,11 +91,11 @@ interface Slot {
 
 const BATCH_BYTES = 512 * 1024;
 const BATCH_JOBS = 256;
-/** Holds any batch of parts up to 1 MiB (a batch is sent once it reaches BATCH_BYTES). */
-const INPUT_BUFFER_SIZE = BATCH_BYTES + 1024 * 1024;
+/** A batch's buffer: a part that does not fit sends the batch first (larger parts get one of their own). */
+const INPUT_BUFFER_SIZE = 1024 * 1024;
 /** Enough for every batch in flight (the writer keeps ≤ 24 MiB of input in flight): freed input pages would be faulted in again. */
-const MAX_FREE_BUFFERS = 64;
-const MAX_FREE_OUTPUTS = 32;
+const MAX_FREE_BUFFERS = 48;
+const MAX_FREE_OUTPUTS = 16;
 
 function newWorker(): Worker {
   // A small young generation: the workers allocate mostly short-lived buffers.

@@ -177,9 +177,11 @@ parentPort?.on("message", (req: WorkerRequest) => {
   outPos = 0;
   const results = req.jobs.map((job) => runJob(job, req));
   // The frames leave in a buffer of their own: the recycled one the request brought
-  // when it is big enough (fresh pages cost more to fault in than the copy).
+  // when its size fits (fresh pages cost more to fault in than the copy; a much
+  // larger one would hold its pages for a small batch, so it is let go).
+  const fits = (size: number) => size >= outPos && size <= Math.max(4 * outPos, OUTPUT_STEP);
   const out =
-    req.output && req.output.byteLength >= outPos
+    req.output && fits(req.output.byteLength)
       ? new Uint8Array(req.output)
       : new Uint8Array(Buffer.allocUnsafeSlow(Math.ceil((outPos + 1) / OUTPUT_STEP) * OUTPUT_STEP).buffer);
   out.set(scratch.subarray(0, outPos));
