@@ -20,9 +20,13 @@ dctx.setParameter(b.DParameter.windowLogMax, 27);
 const tarHash = createHash("sha256");
 let blobSize = 0, tarSize = 0, inFrame = false;
 const OUT = 1 << 20;
-const buf = new Uint8Array(OUT);
+// Output buffers: the main thread sends each back once the tar reader is past it, so
+// the worker keeps decoding into the same pages (fresh ones cost a fault each).
+const pool = [];
+const take = () => new Uint8Array(pool.pop() || new ArrayBuffer(OUT));
 parentPort.on("message", (msg) => {
   try {
+    if (msg.free) for (const b of msg.free) pool.push(b);
     if (msg.end) {
       if (inFrame) throw new Error("truncated zstd frame");
       parentPort.postMessage({ done: true, blobSize,
@@ -33,19 +37,28 @@ parentPort.on("message", (msg) => {
     blobSize += input.length;
     const outs = [];
     let src = input;
+    let cur = take();
+    let pos = 0;
     for (;;) {
-      const [ret, produced, consumed] = dctx.decompressStream(buf, src);
+      const space = OUT - pos;
+      const [ret, produced, consumed] = dctx.decompressStream(cur.subarray(pos), src);
       src = src.subarray(consumed);
       if (produced > 0) {
-        const out = buf.slice(0, produced);
-        tarHash.update(out);
+        tarHash.update(cur.subarray(pos, pos + produced));
         tarSize += produced;
-        outs.push(out);
+        pos += produced;
+        if (pos === OUT) {
+          outs.push(cur);
+          cur = take();
+          pos = 0;
+        }
       }
       inFrame = ret !== 0;
-      if (src.length === 0 && (produced < OUT || !inFrame)) break;
+      if (src.length === 0 && (produced < space || !inFrame)) break;
       if (consumed === 0 && produced === 0) break;
     }
+    if (pos > 0) outs.push(cur.subarray(0, pos));
+    else pool.push(cur.buffer);
     // The input is consumed: its buffer goes back to be filled again.
     parentPort.postMessage({ outs, recycled: input.buffer }, [...outs.map((o) => o.buffer), input.buffer]);
   } catch (err) {
@@ -56,6 +69,7 @@ parentPort.on("message", (msg) => {
 
 const BATCH = 1024 * 1024;
 const IN_FLIGHT = 4;
+const HELD_OUTPUTS = 4;
 const BINDING = createRequire(import.meta.url).resolve("zstd-napi/binding");
 
 interface Reply {
@@ -106,8 +120,18 @@ export async function* decodeZstdOnWorker(
     let pending = 0;
     let batch = new Uint8Array(BATCH);
     let filled = 0;
+    // Yielded outputs not yet given back: the consumer (the tar reader) may still read
+    // the last few, as with readFileChunks' ring of four; older ones go back to the worker.
+    const held: Uint8Array[] = [];
+    let giveBack: ArrayBuffer[] = [];
+    const yielded = (out: Uint8Array) => {
+      held.push(out);
+      if (held.length > HELD_OUTPUTS) giveBack.push((held.shift() as Uint8Array).buffer as ArrayBuffer);
+    };
     const send = () => {
-      worker.postMessage({ chunk: batch.subarray(0, filled) }, [batch.buffer]);
+      const outputs = giveBack;
+      giveBack = [];
+      worker.postMessage({ chunk: batch.subarray(0, filled), free: outputs }, [batch.buffer, ...outputs]);
       const reuse = free.pop();
       batch = reuse ? new Uint8Array(reuse) : new Uint8Array(BATCH);
       filled = 0;
@@ -123,11 +147,19 @@ export async function* decodeZstdOnWorker(
       }
       while (pending >= IN_FLIGHT) {
         pending--;
-        for (const out of (await next()).outs ?? []) yield out;
+        for (const out of (await next()).outs ?? []) {
+          yield out;
+          yielded(out);
+        }
       }
     }
     if (filled > 0) send();
-    for (; pending > 0; pending--) for (const out of (await next()).outs ?? []) yield out;
+    for (; pending > 0; pending--) {
+      for (const out of (await next()).outs ?? []) {
+        yield out;
+        yielded(out);
+      }
+    }
     worker.postMessage({ end: true });
     const end = await next();
     if (end.blobSize !== desc.size)
