@@ -9,26 +9,8 @@ import { describe, it } from "node:test";
 import { encodeChunked } from "../../src/compress/chunked-writer.js";
 import { FramePool } from "../../src/compress/frame-pool.js";
 import { zstdDecompress } from "../../src/compress/zstd.js";
-import { type TarHeader, writeTar } from "../../src/tar/index.js";
-
-function fileHeader(name: string, size: number): TarHeader {
-  return {
-    name,
-    linkname: "",
-    type: "file",
-    typeflag: 0,
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size,
-    mtime: { sec: 1700000000, nsec: 0 },
-    devmajor: 0,
-    devminor: 0,
-    xattrs: [],
-  };
-}
+import { writeTar } from "../../src/tar/index.js";
+import { regularFileHeader } from "../helpers/tar.js";
 
 /** A tar of files from 0 bytes to 3 MiB, half random (incompressible), half text-like. */
 async function sampleTar(): Promise<Uint8Array> {
@@ -39,7 +21,7 @@ async function sampleTar(): Promise<Uint8Array> {
       i % 2 === 0
         ? randomBytes(size)
         : Buffer.from(`line ${i} of a text file\n`.repeat(size / 20 + 1)).subarray(0, size);
-    items.push({ header: fileHeader(`dir/file-${i}`, size), payload: new Uint8Array(payload) });
+    items.push({ header: regularFileHeader(`dir/file-${i}`, size), payload: new Uint8Array(payload) });
   }
   const parts: Uint8Array[] = [];
   for await (const chunk of writeTar(items)) parts.push(chunk.slice());

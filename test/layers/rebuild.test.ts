@@ -14,29 +14,11 @@ import { TARSPLIT_FILE, TARSPLIT_SEGMENT, type TarSplitEntry } from "../../src/c
 import type { TocEntry } from "../../src/compress/toc.js";
 import { assembleFromStore } from "../../src/layers/rebuild.js";
 import { type Digest, sha256 } from "../../src/oci/digest.js";
-import { blockPadding, END_OF_ARCHIVE, encodeHeader, type TarHeader } from "../../src/tar/index.js";
+import { blockPadding, END_OF_ARCHIVE, encodeHeader } from "../../src/tar/index.js";
+import { regularFileHeader } from "../helpers/tar.js";
 import { withTempDir } from "../helpers/tmp.js";
 
 const MB = 1024 * 1024;
-
-function fileHeader(name: string, size: number): TarHeader {
-  return {
-    name,
-    linkname: "",
-    type: "file",
-    typeflag: 0,
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size,
-    mtime: { sec: 1700000000, nsec: 0 },
-    devmajor: 0,
-    devminor: 0,
-    xattrs: [],
-  };
-}
 
 /** The tar of `contents`, its tar-split and TOC-form entries, and the store holding the files. */
 async function layerOf(store: ContentStore, contents: Uint8Array[]) {
@@ -47,7 +29,7 @@ async function layerOf(store: ContentStore, contents: Uint8Array[]) {
   let pad = new Uint8Array(0);
   for (const [i, content] of contents.entries()) {
     const name = `f${i}`;
-    const header = encodeHeader(fileHeader(name, content.length));
+    const header = encodeHeader(regularFileHeader(name, content.length));
     tarParts.push(pad, header, content);
     tarSplit.push({ type: TARSPLIT_SEGMENT, payload: Buffer.concat([pad, header]), position: 0 });
     tarSplit.push({ type: TARSPLIT_FILE, name, size: content.length, crc: crc64(content), position: 0 });

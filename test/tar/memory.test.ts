@@ -5,28 +5,14 @@
 import assert from "node:assert/strict";
 import { it } from "node:test";
 import { crc32 } from "node:zlib";
-import { readTar, reemitTar, type TarHeader, writeTar } from "../../src/tar/index.js";
+import { readTar, reemitTar, writeTar } from "../../src/tar/index.js";
+import { regularFileHeader } from "../helpers/tar.js";
 
 const GiB = 1024 ** 3;
 
 it("streams a 4 GiB entry with flat RSS", async () => {
   const size = 4 * GiB + 1000; // not block-aligned, so the trailer carries padding
-  const header: TarHeader = {
-    name: "huge.img",
-    linkname: "",
-    type: "file",
-    typeflag: 0x30,
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size,
-    mtime: { sec: 1_700_000_000, nsec: 0 },
-    devmajor: 0,
-    devminor: 0,
-    xattrs: [],
-  };
+  const header = regularFileHeader("huge.img", size);
   const zeros = new Uint8Array(1 << 20);
   async function* payload() {
     for (let left = size; left > 0; left -= zeros.length)
