@@ -23,7 +23,7 @@ import { ZstdFrameWriter, zstdCompress } from "./zstd.js";
 export const MEDIA_TYPE_TAR_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 export interface ChunkedWriterOptions {
-  /** zstd level of every header and payload frame (default 8; `encodeLayer` fast: 3). */
+  /** zstd level of every header and payload frame (default 7; `encodeLayer` fast: 3). */
   level?: number;
   /** Content-defined chunks (§5, default) or one chunk per file. */
   chunking?: boolean;
@@ -97,7 +97,7 @@ async function* writeChunked(
   opts: ChunkedWriterOptions,
   done: (r: ChunkedLayerResult) => void,
 ): AsyncGenerator<Uint8Array> {
-  const level = opts.level ?? 8;
+  const level = opts.level ?? 7;
   const chunking = opts.chunking ?? true;
   const progress = opts.progress ?? silentProgress;
   const pool = new FramePool(opts.threads === undefined ? { level } : { level, threads: opts.threads });

@@ -23,7 +23,7 @@ export type Compression = "none" | "gzip" | "zstd" | "zstd:chunked";
 
 export interface EncodeOptions {
   compression: Compression;
-  /** Codec level; defaults: gzip 6, zstd 3, zstd:chunked 8 (fast: 3). */
+  /** Codec level; defaults: gzip 6, zstd 3, zstd:chunked 7 (fast: 3). */
   level?: number;
   /** zstd:chunked: lower level for speed (chunks and metadata stay the same). */
   fast?: boolean;
@@ -49,7 +49,7 @@ export interface EncodedLayer {
   toc?: Toc;
 }
 
-export const CHUNKED_DEFAULT_LEVEL = 8;
+export const CHUNKED_DEFAULT_LEVEL = 7;
 export const CHUNKED_FAST_LEVEL = 3;
 
 async function* hashing(source: AsyncIterable<Uint8Array>, d: Digester): AsyncGenerator<Uint8Array> {
