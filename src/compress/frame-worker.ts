@@ -178,8 +178,10 @@ parentPort?.on("message", (req: WorkerRequest) => {
   const results = req.jobs.map((job) => runJob(job, req));
   // The frames leave in a buffer of their own: the recycled one the request brought
   // when its size fits (fresh pages cost more to fault in than the copy; a much
-  // larger one would hold its pages for a small batch, so it is let go).
-  const fits = (size: number) => size >= outPos && size <= Math.max(4 * outPos, OUTPUT_STEP);
+  // larger one would hold its pages for a small batch, so it is let go; a batch with
+  // no frames, a large file still filling its frame, carries it back as it came).
+  const fits = (size: number) =>
+    size >= outPos && (outPos === 0 || size <= Math.max(4 * outPos, OUTPUT_STEP));
   const out =
     req.output && fits(req.output.byteLength)
       ? new Uint8Array(req.output)
