@@ -6,6 +6,7 @@
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { type Compression, encodeLayer } from "../compress/layer.js";
+import { RootstockError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 import type { Platform } from "../oci/platform.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
@@ -46,6 +47,22 @@ async function* counted(
   }
 }
 
+/** The tarball's size; a missing or unreadable path is a one-line error, not an internal one. */
+async function tarballSize(path: string): Promise<number> {
+  let st: Awaited<ReturnType<typeof stat>>;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new RootstockError("NOT_FOUND", `tarball ${path}: no such file`);
+    throw new RootstockError("INVALID_ARGUMENT", `tarball ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (!st.isFile()) throw new RootstockError("INVALID_ARGUMENT", `tarball ${path}: not a regular file`);
+  return st.size;
+}
+
 export function importTarball(
   tarPath: string,
   destination: Endpoint,
@@ -62,7 +79,7 @@ async function importUnderLease(
   opts: ImportOptions,
 ): Promise<ImportSummary> {
   const progress = opts.progress ?? silentProgress;
-  const total = (await stat(tarPath)).size;
+  const total = await tarballSize(tarPath);
   const compression = opts.compression ?? "zstd:chunked";
 
   progress({ type: "start", id: "encode", label: `encode ${compression}`, total, unit: "bytes" });

@@ -130,8 +130,13 @@ describe("rootstock import of a real Debian root filesystem", () => {
       assert.deepEqual(await snapshot(store), empty);
 
       r = await rootstock(["--store", store, "-q", "import", join(dir, "missing.tar"), "store:bad:missing"]);
-      assert.notEqual(r.code, 0);
-      oneLineError(r.stderr);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(oneLineError(r.stderr), /^rootstock: tarball \S*missing\.tar: no such file$/);
+      assert.deepEqual(await snapshot(store), empty);
+
+      r = await rootstock(["--store", store, "-q", "import", dir, "store:bad:directory"]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(oneLineError(r.stderr), /^rootstock: tarball \S+: not a regular file$/);
       assert.deepEqual(await snapshot(store), empty);
     });
   });
