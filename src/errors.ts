@@ -38,3 +38,33 @@ export class RootstockError extends Error {
 export function isRootstockError(err: unknown, ...codes: ErrorCode[]): err is RootstockError {
   return err instanceof RootstockError && (codes.length === 0 || codes.includes(err.code));
 }
+
+const OS_ERROR_CODES: Record<string, ErrorCode> = {
+  ENOENT: "NOT_FOUND",
+  ENOTDIR: "NOT_FOUND",
+  EACCES: "PERMISSION",
+  EPERM: "PERMISSION",
+  EROFS: "PERMISSION",
+  ENOSPC: "PERMISSION",
+  EDQUOT: "PERMISSION",
+  EEXIST: "ALREADY_EXISTS",
+  EISDIR: "INVALID_ARGUMENT",
+};
+
+/**
+ * A file-system error from Node (code, syscall, path) that reached the top without
+ * being wrapped, as a one-line RootstockError ("cannot open PATH: no such file or
+ * directory"); undefined for anything else, which stays an internal error.
+ */
+export function fromOsError(err: unknown): RootstockError | undefined {
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  if (!(err instanceof Error) || typeof e.code !== "string" || typeof e.path !== "string") return undefined;
+  const code = OS_ERROR_CODES[e.code];
+  if (!code) return undefined;
+  // Node's message is "CODE: description, syscall 'path'": keep the description.
+  const description = /^[A-Z]+: ([^,]+)/.exec(e.message)?.[1] ?? e.code;
+  const target = e.dest ? `${e.path} → ${e.dest}` : e.path;
+  return new RootstockError(code, `cannot ${e.syscall ?? "access"} ${target}: ${description}`, {
+    cause: err,
+  });
+}

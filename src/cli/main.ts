@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { isRootstockError } from "../errors.js";
+import { fromOsError, isRootstockError } from "../errors.js";
 import { commands } from "./commands/index.js";
 import { type CommandContext, type GlobalOptions, makeContext } from "./context.js";
 import { EXIT, exitCodeFor } from "./exit-codes.js";
@@ -47,6 +47,11 @@ export async function main(argv: string[]): Promise<number> {
       if (debug && err.cause)
         process.stderr.write(`cause: ${String((err.cause as Error).stack ?? err.cause)}\n`);
       return exitCodeFor(err.code);
+    }
+    const os = fromOsError(err);
+    if (os) {
+      process.stderr.write(`rootstock: ${os.message}\n`);
+      return exitCodeFor(os.code);
     }
     process.stderr.write(`rootstock: internal error: ${(err as Error).message ?? String(err)}\n`);
     if (debug) process.stderr.write(`${(err as Error).stack}\n`);
