@@ -503,7 +503,7 @@ export async function writeDirectory(
     if (nonEmpty && !force) {
       throw new RootstockError(
         "ALREADY_EXISTS",
-        `export target ${targetPath} is not empty (use force to replace entries)`,
+        `export target ${targetPath} is not empty (--force replaces entries)`,
       );
     }
     marker = targetPath + INCOMPLETE_SUFFIX;
@@ -516,7 +516,7 @@ export async function writeDirectory(
       if (!force) {
         throw new RootstockError(
           "ALREADY_EXISTS",
-          `${partial} exists: left by an interrupted export (remove it or use force)`,
+          `${partial} exists: left by an interrupted export (remove it, or --force)`,
         );
       }
       await rm(partial, { recursive: true, force: true });
