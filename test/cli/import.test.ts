@@ -11,6 +11,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { rootstock, rootstockKilledAfter } from "../helpers/cli.js";
 import { debianRootfsTar } from "../helpers/fixtures.js";
+import { smallTarball } from "../helpers/tar.js";
 import { withTempDir } from "../helpers/tmp.js";
 
 const run = promisify(execFile);
@@ -226,9 +227,7 @@ describe("rootstock import of a real Debian root filesystem", () => {
   });
   test("run from the TypeScript sources in a directory outside the package, its workers start too", async () => {
     await withTempDir(async (dir) => {
-      await mkdir(join(dir, "tree", "etc"), { recursive: true });
-      await writeFile(join(dir, "tree", "etc", "motd"), "hello\n".repeat(5000));
-      await run("tar", ["-cf", join(dir, "small.tar"), "-C", join(dir, "tree"), "."]);
+      await smallTarball(dir, "hello\n".repeat(5000));
       // ROOTSTOCK_FROM_SOURCE: what runs when dist/ is stale; the encode spawns compression workers.
       const result = await rootstock(
         ["--store", join(dir, "store"), "-q", "import", "small.tar", "store:small:1"],

@@ -3,28 +3,22 @@
  * should be) are one-line errors with the path and the reason, not internal errors.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
-import { promisify } from "node:util";
 import { rootstock } from "../helpers/cli.js";
+import { smallTarball } from "../helpers/tar.js";
 import { withTempDir } from "../helpers/tmp.js";
-
-const run = promisify(execFile);
 
 test("an export or copy to a path the OS refuses is a one-line error naming the path", async () => {
   await withTempDir(async (dir) => {
-    await mkdir(join(dir, "tree", "etc"), { recursive: true });
-    await writeFile(join(dir, "tree", "etc", "motd"), "hello\n");
-    await run("tar", ["-cf", join(dir, "small.tar"), "-C", join(dir, "tree"), "."]);
     const store = join(dir, "store");
     const imported = await rootstock([
       "--store",
       store,
       "-q",
       "import",
-      join(dir, "small.tar"),
+      await smallTarball(dir),
       "store:small:1",
     ]);
     assert.equal(imported.code, 0, imported.stderr);

@@ -1,4 +1,8 @@
-/** Tar headers for tests that build archives in memory. */
+/** Tar headers for tests that build archives in memory, and a tiny real tarball. */
+import { execFile } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import type { TarHeader } from "../../src/tar/index.js";
 
 /** A plain regular-file header: root-owned, mode 0644, a fixed mtime. */
@@ -20,4 +24,13 @@ export function regularFileHeader(name: string, size: number, extra: Partial<Tar
     xattrs: [],
     ...extra,
   };
+}
+
+/** `DIR/small.tar`: a one-file tree (etc/motd) made by GNU tar; returns its path. */
+export async function smallTarball(dir: string, motd = "hello\n"): Promise<string> {
+  await mkdir(join(dir, "tree", "etc"), { recursive: true });
+  await writeFile(join(dir, "tree", "etc", "motd"), motd);
+  const path = join(dir, "small.tar");
+  await promisify(execFile)("tar", ["-cf", path, "-C", join(dir, "tree"), "."]);
+  return path;
 }
