@@ -13,14 +13,8 @@ import { withTempDir } from "../helpers/tmp.js";
 test("an export or copy to a path the OS refuses is a one-line error naming the path", async () => {
   await withTempDir(async (dir) => {
     const store = join(dir, "store");
-    const imported = await rootstock([
-      "--store",
-      store,
-      "-q",
-      "import",
-      await smallTarball(dir),
-      "store:small:1",
-    ]);
+    const tarball = await smallTarball(dir);
+    const imported = await rootstock(["--store", store, "-q", "import", tarball, "store:small:1"]);
     assert.equal(imported.code, 0, imported.stderr);
     await writeFile(join(dir, "a-file"), "not a directory");
 
