@@ -72,7 +72,7 @@ function* readPieces(path: string, buf: Uint8Array, size: number): Generator<Uin
 /**
  * The tar for `tarSplit` with payloads taken from file objects named by `entries`
  * (TOC form: name → digest). Throws at the end when the tar's sha256 is not `diffId`.
- * `reuseBuffer`: small files are read into one buffer, so a chunk is valid only until
+ * `reuseBuffer`: every file is read into one buffer, so a chunk is valid only until
  * the next is asked for (for a consumer that only counts or hashes).
  */
 export async function* assembleFromStore(

@@ -124,9 +124,13 @@ export async function* decodeZstdOnWorker(
     // the last few, as with readFileChunks' ring of four; older ones go back to the worker.
     const held: Uint8Array[] = [];
     let giveBack: ArrayBuffer[] = [];
-    const yielded = (out: Uint8Array) => {
-      held.push(out);
-      if (held.length > HELD_OUTPUTS) giveBack.push((held.shift() as Uint8Array).buffer as ArrayBuffer);
+    /** The outputs of the next reply, each remembered once the consumer has taken it. */
+    const emitNext = async function* (): AsyncGenerator<Uint8Array> {
+      for (const out of (await next()).outs ?? []) {
+        yield out;
+        held.push(out);
+        if (held.length > HELD_OUTPUTS) giveBack.push((held.shift() as Uint8Array).buffer as ArrayBuffer);
+      }
     };
     const send = () => {
       const outputs = giveBack;
@@ -145,21 +149,10 @@ export async function* decodeZstdOnWorker(
         at += take;
         if (filled === BATCH) send();
       }
-      while (pending >= IN_FLIGHT) {
-        pending--;
-        for (const out of (await next()).outs ?? []) {
-          yield out;
-          yielded(out);
-        }
-      }
+      for (; pending >= IN_FLIGHT; pending--) yield* emitNext();
     }
     if (filled > 0) send();
-    for (; pending > 0; pending--) {
-      for (const out of (await next()).outs ?? []) {
-        yield out;
-        yielded(out);
-      }
-    }
+    for (; pending > 0; pending--) yield* emitNext();
     worker.postMessage({ end: true });
     const end = await next();
     if (end.blobSize !== desc.size)
