@@ -258,7 +258,7 @@ async function pullLayer(
     const id = `verify ${layer.digest}`;
     progress({ type: "start", id, label: `verify ${short(layer.digest)}`, unit: "bytes" });
     let tarSize = 0;
-    // Only counted here (assembleFromStore hashes it): one read buffer for every small file.
+    // Only counted here (assembleFromStore hashes it): one read buffer for every file.
     for await (const chunk of assembleFromStore(
       store,
       meta.tarSplit,
