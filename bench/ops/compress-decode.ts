@@ -7,7 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { fileRangeReader, verifyChunkedBlob } from "../../src/compress/chunked-reader.js";
 import { decodeLayer, type EncodedLayer } from "../../src/compress/layer.js";
-import { readFileChunks } from "../../src/tar/reader.js";
+import { readFileChunks } from "../../src/file-chunks.js";
 
 const [blob, mode] = process.argv.slice(2);
 if (!blob) throw new Error("usage: compress-decode BLOB [toc]");

@@ -5,7 +5,7 @@
  */
 import { writeFile } from "node:fs/promises";
 import { type Compression, encodeLayerToFile } from "../../src/compress/layer.js";
-import { readFileChunks } from "../../src/tar/reader.js";
+import { readFileChunks } from "../../src/file-chunks.js";
 
 const [input, output, compression, mode] = process.argv.slice(2);
 if (!input || !output || !compression)

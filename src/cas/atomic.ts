@@ -5,6 +5,7 @@
  * made read-only, renamed into place and the target directory fsynced. Readers
  * never see a half-written object, and a rejected one leaves nothing behind.
  */
+
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
@@ -22,6 +23,7 @@ import {
 import { chmod, type FileHandle, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { RootstockError } from "../errors.js";
+import { acceptBorrowedChunks } from "../oci/borrow.js";
 import {
   type Digest,
   Digester,
@@ -218,6 +220,8 @@ export async function ingest(
   // A stream that verifies itself against the digest we expect (a registry or store
   // read): it throws before its end on a mismatch, so counting its bytes is enough.
   const selfVerified = expected?.digest !== undefined && verifiedDigestOf(source) === expected.digest;
+  // Every chunk is hashed and written (or copied) before the next is asked for.
+  acceptBorrowedChunks(source);
   const digester = selfVerified ? new TrustedDigester(expected.digest as Digest) : new Digester();
   let committed = false;
   try {

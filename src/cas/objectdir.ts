@@ -8,7 +8,9 @@ import { constants, createReadStream, existsSync } from "node:fs";
 import { copyFile, link, readdir, readFile, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { RootstockError } from "../errors.js";
+import { readFileChunks } from "../file-chunks.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
+import { offerBorrowedChunks } from "../oci/borrow.js";
 import { type Digest, Digester, digestHex, isDigest, markVerified, verifyDigest } from "../oci/digest.js";
 import { commitIngestFile, inDir, ingest, uniqueName } from "./atomic.js";
 import { sharedHashPool } from "./hashpool.js";
@@ -23,16 +25,23 @@ export function verifiedFileStream(
   expected: BlobRef,
   what: string,
 ): AsyncGenerator<Uint8Array> {
-  return markVerified(verifyingFileStream(path, expected, what), expected.digest);
+  // A consumer that accepts borrowed chunks gets them from a ring of four buffers
+  // instead of a fresh one per MiB.
+  const lend = { borrowed: false };
+  const stream = markVerified(verifyingFileStream(path, expected, what, lend), expected.digest);
+  return offerBorrowedChunks(stream, () => {
+    lend.borrowed = true;
+  });
 }
 
 async function* verifyingFileStream(
   path: string,
   expected: BlobRef,
   what: string,
+  lend: { borrowed: boolean },
 ): AsyncGenerator<Uint8Array> {
   const digester = new Digester();
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+  for await (const chunk of readFileChunks(path, 1024 * 1024, lend.borrowed)) {
     digester.update(chunk);
     if (expected.size !== undefined && digester.size > expected.size) {
       throw new RootstockError("SIZE_MISMATCH", `${what}: expected ${expected.size} bytes, got more`);

@@ -9,6 +9,7 @@ import { ContentStore } from "../cas/store.js";
 import { RootstockError } from "../errors.js";
 import { OciLayout } from "../layout/layout.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
+import { lendingThrough } from "../oci/borrow.js";
 import { type Digest, sha256, verifyDigest } from "../oci/digest.js";
 import { isIndexMediaType, isManifestMediaType } from "../oci/mediatypes.js";
 import { formatReference, type ImageReference } from "../oci/reference.js";
@@ -238,9 +239,7 @@ class RegistryEndpoint implements Endpoint {
     const mountFrom =
       source instanceof RegistryEndpoint && source.host === this.host ? [source.repo.name] : [];
     return this.repo.pushBlob(
-      async function* () {
-        yield* await source.open(blob);
-      },
+      () => lendingThrough(() => source.open(blob)),
       // Every endpoint's open() verifies the blob's digest at its end.
       { ...blob, mountFrom, contentVerified: true, ...(progress ? { progress } : {}) },
     );

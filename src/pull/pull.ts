@@ -33,6 +33,7 @@ import { LAYER_RECORD_VERSION, type LayerRecord } from "../layers/record.js";
 import { readLayerRecord, writeLayerRecord } from "../layers/store.js";
 import { readImage } from "../layout/image.js";
 import type { BlobRef } from "../oci/blobs.js";
+import { acceptBorrowedChunks } from "../oci/borrow.js";
 import { type Digest, Digester } from "../oci/digest.js";
 import { hostPlatform, type Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
@@ -348,10 +349,10 @@ async function explodeFull(
   // zstd on a worker thread (two cores); gzip and plain tar through compress's decoder.
   // Every PullSource stream (registry, layout, store) verifies the blob's digest itself.
   if (layer.annotations) parseChunkedAnnotations(layer.annotations); // refuses zstd:chunked + eStargz
-  const tar =
-    compressionOf(layer.mediaType) === "zstd"
-      ? decodeZstdOnWorker(counted(), layer, diffId)
-      : decodeLayer(counted(), layer, diffId);
+  const zstd = compressionOf(layer.mediaType) === "zstd";
+  // The zstd path copies each chunk into its batch before asking for the next.
+  if (zstd) acceptBorrowedChunks(blob);
+  const tar = zstd ? decodeZstdOnWorker(counted(), layer, diffId) : decodeLayer(counted(), layer, diffId);
   const result = await explodeLayer(store, tar, layerBlob(layer), diffId, {
     streamChecksDiffId: true,
   });

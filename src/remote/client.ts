@@ -5,9 +5,10 @@
  * speak the distribution API for one repository on top of its `send()`.
  */
 import { Readable } from "node:stream";
-import type { Agent, Dispatcher } from "undici";
+import type { Agent } from "undici";
 import { RootstockError } from "../errors.js";
 import { type AuthProvider, type Challenge, type Credential, fileAuth, parseChallenges } from "./auth.js";
+import { BulkPool } from "./bulk.js";
 import { RegistryError, registryErrorFor } from "./errors.js";
 import {
   backoffDelay,
@@ -83,9 +84,26 @@ export interface SendRequest {
   where: string;
   /** Retry on resets and 429/5xx. Default: true. */
   retry?: boolean;
+  /**
+   * To a plain-http registry, send through the bulk pool (bulk.ts): a GET whose
+   * caller reads the body as borrowed chunks (oci/borrow.ts), received into one
+   * reused buffer; or a streamed body with a Content-Length, each chunk written
+   * before the next is asked for.
+   */
+  bulk?: boolean;
 }
 
-export type Response = Dispatcher.ResponseData;
+/** What `send` answers: undici's response, or for a bulk GET one of the same shape. */
+export interface Response {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: AsyncIterable<Uint8Array> & {
+    readonly destroyed: boolean;
+    destroy(): unknown;
+    dump(): Promise<void>;
+    on(event: "error", listener: () => void): unknown;
+  };
+}
 
 const MAX_REDIRECTS = 5;
 const MAX_ERROR_BODY = 64 * 1024;
@@ -103,6 +121,7 @@ export class RegistryClient {
   private readonly options: RegistryOptions;
   private readonly auth: AuthProvider;
   private base: Promise<{ url: URL; agent: Agent }> | undefined;
+  private bulkPool: BulkPool | undefined;
   private challenge: Challenge | undefined;
   private credential: Promise<Credential | undefined> | undefined;
   private readonly tokens = new Map<string, Promise<CachedToken>>();
@@ -144,7 +163,48 @@ export class RegistryClient {
   async close(): Promise<void> {
     const base = this.base;
     this.base = undefined;
+    this.bulkPool?.close();
+    this.bulkPool = undefined;
     if (base) await (await base.catch(() => undefined))?.agent.close();
+  }
+
+  /** Whether a `bulk` request to `url` (a path or an absolute URL) goes through the bulk pool. */
+  async sendsInBulk(url: string): Promise<boolean> {
+    const { url: base } = await this.connection();
+    return new URL(url, base).protocol === "http:";
+  }
+
+  /**
+   * The request through the bulk pool: a GET, or a streamed body of declared length.
+   * Undefined when it cannot go that way (other bodies) or its answer is not framed
+   * by Content-Length: then undici sends it (a GET may be asked twice; a one-shot
+   * stream is never read before that decision).
+   */
+  private sendBulk(
+    method: HttpMethod,
+    url: URL,
+    headers: Record<string, string>,
+    body: SendRequest["body"],
+  ): Promise<Response | undefined> {
+    if (body === undefined)
+      return method === "GET" ? this.bulk().get(url, headers) : Promise.resolve(undefined);
+    const length = Number(headers["content-length"]);
+    if (typeof body === "string" || body instanceof Uint8Array || !Number.isSafeInteger(length)) {
+      return Promise.resolve(undefined);
+    }
+    const { "content-length": _, ...rest } = headers;
+    return this.bulk().request(method, url, rest, { chunks: body, length });
+  }
+
+  private bulk(): BulkPool {
+    const t = this.options.timeouts ?? {};
+    this.bulkPool ??= new BulkPool({
+      connections: this.options.concurrency ?? 6,
+      connectMs: t.connectMs ?? 10_000,
+      headersMs: t.headersMs ?? 60_000,
+      bodyMs: t.bodyMs ?? 60_000,
+    });
+    return this.bulkPool;
   }
 
   private connection(): Promise<{ url: URL; agent: Agent }> {
@@ -364,15 +424,19 @@ export class RegistryClient {
       }
       let res: Response;
       try {
-        res = await http().request(url, {
-          method: req.method,
-          headers,
-          body:
-            req.body === undefined || typeof req.body === "string" || req.body instanceof Uint8Array
-              ? req.body
-              : Readable.from(req.body, { objectMode: false }),
-          dispatcher: agent,
-        });
+        res =
+          (req.bulk && url.protocol === "http:"
+            ? await this.sendBulk(req.method, url, headers, req.body)
+            : undefined) ??
+          (await http().request(url, {
+            method: req.method,
+            headers,
+            body:
+              req.body === undefined || typeof req.body === "string" || req.body instanceof Uint8Array
+                ? req.body
+                : Readable.from(req.body, { objectMode: false }),
+            dispatcher: agent,
+          }));
       } catch (err) {
         // Our own errors (a streamed body that failed its size check) pass through as they are.
         if (err instanceof RootstockError) throw err;

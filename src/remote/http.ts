@@ -90,7 +90,8 @@ export async function readBounded(
     if (size > max) {
       throw new RootstockError("INVALID_FORMAT", `${what}: larger than the ${max}-byte limit`);
     }
-    chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    // A copy: a bulk body lends its chunks only until the next read.
+    chunks.push(Buffer.from(chunk));
   }
   return Buffer.concat(chunks, size);
 }

@@ -5,6 +5,7 @@
  * and the upload is only committed when it matches.
  */
 import { RootstockError } from "../errors.js";
+import { acceptBorrowedChunks, offerBorrowedChunks } from "../oci/borrow.js";
 import {
   type Digest,
   Digester,
@@ -359,10 +360,20 @@ export class Repository {
    */
   openBlob(digest: Digest, opts: OpenBlobOptions = {}): AsyncGenerator<Uint8Array> {
     // The stream checks size and digest at its end: marked so a store can skip hashing it again.
-    return markVerified(this.streamBlob(digest, opts), digest);
+    // A consumer that accepts borrowed chunks lets a plain-http registry's body be read
+    // into one reused buffer (bulk.ts).
+    const lend = { borrowed: false };
+    const stream = markVerified(this.streamBlob(digest, opts, lend), digest);
+    return offerBorrowedChunks(stream, () => {
+      lend.borrowed = true;
+    });
   }
 
-  private async *streamBlob(digest: Digest, opts: OpenBlobOptions): AsyncGenerator<Uint8Array> {
+  private async *streamBlob(
+    digest: Digest,
+    opts: OpenBlobOptions,
+    lend: { borrowed: boolean },
+  ): AsyncGenerator<Uint8Array> {
     parseDigest(digest, `${this.where}: blob`);
     const where = `${this.where}@${digest}`;
     const offset = opts.offset ?? 0;
@@ -387,6 +398,7 @@ export class Repository {
     let failures = 0;
     while (size === undefined || position < size || position === offset) {
       const res = await this.client.send({
+        bulk: lend.borrowed,
         method: "GET",
         url: this.blobUrl(digest),
         headers: position > 0 ? { range: `bytes=${position}-` } : {},
@@ -815,8 +827,12 @@ export class Repository {
     for (let failures = 0; ; ) {
       const digester = contentVerified ? new TrustedDigester(expected.digest) : new Digester();
       const skip = from;
+      const bulk = await this.client.sendsInBulk(session.location);
       const body = async function* (): AsyncGenerator<Uint8Array> {
         const source = content instanceof Uint8Array ? [content] : content();
+        // Each piece is hashed, then written by the bulk pool before the next is asked
+        // for (undici may hold it longer: it reads its body ahead).
+        if (bulk) acceptBorrowedChunks(source);
         for await (const piece of source) {
           const before = digester.size;
           digester.update(piece);
@@ -852,6 +868,7 @@ export class Repository {
             "content-length": String(size - from),
           },
           body: body(),
+          bulk,
           scopes: this.push(),
           expect: [202],
           where,

@@ -1,5 +1,8 @@
 /** Public surface of the tar module. */
 
+// Not tar-specific, but the tar module's readers take it: re-exported for their callers.
+export { readFileChunks } from "../file-chunks.js";
+
 export {
   BLOCK_SIZE,
   blockPadding,
@@ -13,7 +16,6 @@ export {
 export {
   collectBytes,
   type ReadTarOptions,
-  readFileChunks,
   readTar,
   readTarFile,
   type TarEntry,

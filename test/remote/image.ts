@@ -7,6 +7,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
+import { acceptBorrowedChunks } from "../../src/oci/borrow.js";
 import { type Digest, sha256 } from "../../src/oci/digest.js";
 import { MediaType } from "../../src/oci/mediatypes.js";
 
@@ -86,4 +87,10 @@ export async function readAll(source: AsyncIterable<Uint8Array>): Promise<Buffer
   const chunks: Buffer[] = [];
   for await (const chunk of source) chunks.push(Buffer.from(chunk));
   return Buffer.concat(chunks);
+}
+
+/** readAll as a consumer that accepts borrowed chunks (oci/borrow.ts): each is copied before the next read. */
+export function readAllBorrowed(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  acceptBorrowedChunks(source);
+  return readAll(source);
 }

@@ -5,7 +5,7 @@ import { isRootstockError } from "../../src/errors.js";
 import { Digester, sha256 } from "../../src/oci/digest.js";
 import { MediaType } from "../../src/oci/mediatypes.js";
 import { RegistryClient, RegistryError, staticAuth } from "../../src/remote/index.js";
-import { readAll } from "./image.js";
+import { readAll, readAllBorrowed } from "./image.js";
 import { type MisbehavingServer, serveBlob, startMisbehavingServer } from "./misbehaving-server.js";
 
 const blob = randomBytes(256 * 1024);
@@ -38,51 +38,60 @@ describe("a registry that lies is caught", () => {
   };
 
   it("wrong bytes for a digest: DIGEST_MISMATCH at the end of the stream", async () => {
-    const { repo } = await start((req, res) => serveBlob(req, res, randomBytes(blob.length)));
-    await assert.rejects(readAll(repo.openBlob(digest, { size: blob.length })), (err) => {
-      assert.ok(isRootstockError(err, "DIGEST_MISMATCH"));
-      assert.match(err.message, new RegExp(`lies@${digest}: content hashes to sha256:`));
-      return true;
-    });
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      const { repo } = await start((req, res) => serveBlob(req, res, randomBytes(blob.length)));
+      await assert.rejects(read(repo.openBlob(digest, { size: blob.length })), (err) => {
+        assert.ok(isRootstockError(err, "DIGEST_MISMATCH"));
+        assert.match(err.message, new RegExp(`lies@${digest}: content hashes to sha256:`));
+        return true;
+      });
+    }
   });
 
   it("a body cut short once is resumed with Range from where it stopped", async () => {
-    let cut = false;
-    const { server, repo } = await start((req, res) => {
-      if (!cut) {
-        cut = true;
-        res.writeHead(200, { "content-length": blob.length });
-        res.write(blob.subarray(0, 100_000), () => res.destroy());
-        return;
-      }
-      serveBlob(req, res, blob);
-    });
-    assert.deepEqual(await readAll(repo.openBlob(digest, { size: blob.length })), blob);
-    const gets = server.seen.filter((s) => s.url === blobPath);
-    assert.equal(gets.length, 2);
-    assert.equal(gets[0]!.range, undefined);
-    assert.match(gets[1]!.range ?? "", /^bytes=\d+-$/);
-    assert.ok(Number(/\d+/.exec(gets[1]!.range!)![0]) >= 65536, "resumed past the start");
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      let cut = false;
+      const { server, repo } = await start((req, res) => {
+        if (!cut) {
+          cut = true;
+          res.writeHead(200, { "content-length": blob.length });
+          res.write(blob.subarray(0, 100_000), () => res.destroy());
+          return;
+        }
+        serveBlob(req, res, blob);
+      });
+      assert.deepEqual(await read(repo.openBlob(digest, { size: blob.length })), blob);
+      const gets = server.seen.filter((s) => s.url === blobPath);
+      assert.equal(gets.length, 2);
+      assert.equal(gets[0]!.range, undefined);
+      assert.match(gets[1]!.range ?? "", /^bytes=\d+-$/);
+      assert.ok(Number(/\d+/.exec(gets[1]!.range!)![0]) >= 65536, "resumed past the start");
+    }
   });
 
   it("a body always cut short: NETWORK after the retries, or SIZE_MISMATCH when it ends cleanly", async () => {
-    const { repo } = await start((_req, res) => {
-      res.writeHead(200, { "content-length": blob.length });
-      res.write(blob.subarray(0, 1000), () => res.destroy());
-    });
-    await assert.rejects(readAll(repo.openBlob(digest, { size: blob.length })), (err) =>
-      isRootstockError(err, "NETWORK"),
-    );
-    const short = await start((_req, res) => {
-      // No Content-Length: a chunked body that ends early, cleanly.
-      res.writeHead(200, { "transfer-encoding": "chunked" });
-      res.end(blob.subarray(0, 1000));
-    });
-    await assert.rejects(readAll(short.repo.openBlob(digest, { size: blob.length })), (err) => {
-      assert.ok(isRootstockError(err, "SIZE_MISMATCH"));
-      assert.match(err.message, new RegExp(`expected ${blob.length} bytes, got 1000`));
-      return true;
-    });
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      const { repo } = await start((_req, res) => {
+        res.writeHead(200, { "content-length": blob.length });
+        res.write(blob.subarray(0, 1000), () => res.destroy());
+      });
+      await assert.rejects(read(repo.openBlob(digest, { size: blob.length })), (err) =>
+        isRootstockError(err, "NETWORK"),
+      );
+      const short = await start((_req, res) => {
+        // No Content-Length: a chunked body that ends early, cleanly.
+        res.writeHead(200, { "transfer-encoding": "chunked" });
+        res.end(blob.subarray(0, 1000));
+      });
+      await assert.rejects(read(short.repo.openBlob(digest, { size: blob.length })), (err) => {
+        assert.ok(isRootstockError(err, "SIZE_MISMATCH"));
+        assert.match(err.message, new RegExp(`expected ${blob.length} bytes, got 1000`));
+        return true;
+      });
+    }
   });
 
   it("a 206 for the wrong range", async () => {
@@ -218,52 +227,58 @@ describe("a registry that lies is caught", () => {
   });
 
   it("a stalled body or missing headers time out, and the transfer resumes", async () => {
-    let calls = 0;
-    const stalled: import("node:http").ServerResponse[] = [];
-    const server = await startMisbehavingServer((req, res) => {
-      calls++;
-      if (calls === 1) {
-        res.writeHead(200, { "content-length": blob.length });
-        res.write(blob.subarray(0, 70_000)); // then nothing: the body stalls
-        stalled.push(res);
-      } else if (calls === 2) {
-        stalled.push(res); // no headers at all
-      } else serveBlob(req, res, blob);
-    });
-    servers.push(server);
-    const client = new RegistryClient(server.host, {
-      insecure: true,
-      env: {},
-      retries: 3,
-      retryBaseDelayMs: 10,
-      timeouts: { bodyMs: 300, headersMs: 300 },
-    });
-    clients.push(client);
-    assert.deepEqual(await readAll(client.repository("lies").openBlob(digest, { size: blob.length })), blob);
-    const gets = server.seen.filter((s) => s.url === blobPath);
-    assert.equal(gets.length, 3);
-    assert.match(gets[2]!.range ?? "", /^bytes=[1-9]\d*-$/);
-    for (const res of stalled) res.destroy();
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      let calls = 0;
+      const stalled: import("node:http").ServerResponse[] = [];
+      const server = await startMisbehavingServer((req, res) => {
+        calls++;
+        if (calls === 1) {
+          res.writeHead(200, { "content-length": blob.length });
+          res.write(blob.subarray(0, 70_000)); // then nothing: the body stalls
+          stalled.push(res);
+        } else if (calls === 2) {
+          stalled.push(res); // no headers at all
+        } else serveBlob(req, res, blob);
+      });
+      servers.push(server);
+      const client = new RegistryClient(server.host, {
+        insecure: true,
+        env: {},
+        retries: 3,
+        retryBaseDelayMs: 10,
+        timeouts: { bodyMs: 300, headersMs: 300 },
+      });
+      clients.push(client);
+      assert.deepEqual(await read(client.repository("lies").openBlob(digest, { size: blob.length })), blob);
+      const gets = server.seen.filter((s) => s.url === blobPath);
+      assert.equal(gets.length, 3);
+      assert.match(gets[2]!.range ?? "", /^bytes=[1-9]\d*-$/);
+      for (const res of stalled) res.destroy();
+    }
   });
 
   it("runs parallel transfers, at most `concurrency` at once per registry", async () => {
-    let active = 0;
-    let peak = 0;
-    const server = await startMisbehavingServer((req, res) => {
-      active++;
-      peak = Math.max(peak, active);
-      setTimeout(() => {
-        res.on("finish", () => active--);
-        serveBlob(req, res, blob);
-      }, 100);
-    });
-    servers.push(server);
-    const client = new RegistryClient(server.host, { insecure: true, env: {}, concurrency: 2 });
-    clients.push(client);
-    const repo = client.repository("lies");
-    const results = await Promise.all(Array.from({ length: 6 }, () => readAll(repo.openBlob(digest))));
-    assert.ok(results.every((r) => r.equals(blob)));
-    assert.equal(peak, 2);
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      let active = 0;
+      let peak = 0;
+      const server = await startMisbehavingServer((req, res) => {
+        active++;
+        peak = Math.max(peak, active);
+        setTimeout(() => {
+          res.on("finish", () => active--);
+          serveBlob(req, res, blob);
+        }, 100);
+      });
+      servers.push(server);
+      const client = new RegistryClient(server.host, { insecure: true, env: {}, concurrency: 2 });
+      clients.push(client);
+      const repo = client.repository("lies");
+      const results = await Promise.all(Array.from({ length: 6 }, () => read(repo.openBlob(digest))));
+      assert.ok(results.every((r) => r.equals(blob)));
+      assert.equal(peak, 2);
+    }
   });
 
   it("a push cut mid-PATCH is resumed from the offset the session reports, or refused for a one-shot stream", async () => {
@@ -321,15 +336,18 @@ describe("a registry that lies is caught", () => {
   });
 
   it("retries 429 and 503 with backoff, honouring Retry-After", async () => {
-    let calls = 0;
-    const { repo } = await start((req, res) => {
-      calls++;
-      if (calls === 1) res.writeHead(429, { "retry-after": "0" }).end();
-      else if (calls === 2) res.writeHead(503).end();
-      else serveBlob(req, res, blob);
-    });
-    assert.deepEqual(await readAll(repo.openBlob(digest)), blob);
-    assert.equal(calls, 3);
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      let calls = 0;
+      const { repo } = await start((req, res) => {
+        calls++;
+        if (calls === 1) res.writeHead(429, { "retry-after": "0" }).end();
+        else if (calls === 2) res.writeHead(503).end();
+        else serveBlob(req, res, blob);
+      });
+      assert.deepEqual(await read(repo.openBlob(digest)), blob);
+      assert.equal(calls, 3);
+    }
   });
 
   it("keeps the registry's error code and status: DENIED (403)", async () => {
@@ -367,27 +385,30 @@ describe("a registry that lies is caught", () => {
   });
 
   it("a redirect to another host (as to S3) drops the Authorization header", async () => {
-    const storage = await startMisbehavingServer((req, res) => serveBlob(req, res, blob));
-    servers.push(storage);
-    const reg = await startMisbehavingServer(
-      (req, res) => {
-        if (req.headers.authorization !== `Basic ${Buffer.from("u:p").toString("base64")}`) {
-          res.writeHead(401, { "www-authenticate": 'Basic realm="x"' }).end();
-          return;
-        }
-        res.writeHead(307, { location: `${storage.url}/bucket/blob?sig=abc` }).end();
-      },
-      {
-        ping: (_req, res) => res.writeHead(401, { "www-authenticate": 'Basic realm="x"' }).end(),
-      },
-    );
-    servers.push(reg);
-    const client = new RegistryClient(reg.host, { insecure: true, auth: staticAuth("u", "p"), retries: 0 });
-    clients.push(client);
-    assert.deepEqual(await readAll(client.repository("lies").openBlob(digest)), blob);
-    assert.ok(reg.seen.some((s) => s.url === blobPath && s.authorization?.startsWith("Basic ")));
-    assert.equal(storage.seen.length, 1);
-    assert.equal(storage.seen[0]!.url, "/bucket/blob?sig=abc");
-    assert.equal(storage.seen[0]!.authorization, undefined);
+    // Both ways of reading a body: owned chunks (undici), borrowed ones (bulk.ts).
+    for (const read of [readAll, readAllBorrowed]) {
+      const storage = await startMisbehavingServer((req, res) => serveBlob(req, res, blob));
+      servers.push(storage);
+      const reg = await startMisbehavingServer(
+        (req, res) => {
+          if (req.headers.authorization !== `Basic ${Buffer.from("u:p").toString("base64")}`) {
+            res.writeHead(401, { "www-authenticate": 'Basic realm="x"' }).end();
+            return;
+          }
+          res.writeHead(307, { location: `${storage.url}/bucket/blob?sig=abc` }).end();
+        },
+        {
+          ping: (_req, res) => res.writeHead(401, { "www-authenticate": 'Basic realm="x"' }).end(),
+        },
+      );
+      servers.push(reg);
+      const client = new RegistryClient(reg.host, { insecure: true, auth: staticAuth("u", "p"), retries: 0 });
+      clients.push(client);
+      assert.deepEqual(await read(client.repository("lies").openBlob(digest)), blob);
+      assert.ok(reg.seen.some((s) => s.url === blobPath && s.authorization?.startsWith("Basic ")));
+      assert.equal(storage.seen.length, 1);
+      assert.equal(storage.seen[0]!.url, "/bucket/blob?sig=abc");
+      assert.equal(storage.seen[0]!.authorization, undefined);
+    }
   });
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { acceptBorrowedChunks } from "../../src/oci/borrow.js";
 import { Digester, sha256 } from "../../src/oci/digest.js";
 import { RegistryClient } from "../../src/remote/index.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
@@ -22,37 +23,41 @@ describe("network loss mid-transfer (registry killed, then restarted on the same
     await reg?.stop();
   });
 
-  it("openBlob resumes a 64 MB download from the offset it had, and the digest verifies", async () => {
-    const repo = client.repository("resume/big");
-    const logBefore = (await reg.accessLog()).length;
-    const digester = new Digester();
-    let restarted: Promise<void> | undefined;
-    let killedAt = -1;
-    for await (const chunk of repo.openBlob(digest, { size: blob.length })) {
-      // Compare as we go: every byte is where it belongs, none repeated or skipped.
-      assert.ok(Buffer.from(chunk).equals(blob.subarray(digester.size, digester.size + chunk.length)));
-      digester.update(chunk);
-      if (killedAt < 0 && digester.size >= 8 * MB) {
-        killedAt = digester.size;
-        await reg.kill();
-        restarted = new Promise((r) => setTimeout(r, 1000)).then(() => reg.restart());
+  for (const borrowed of [false, true]) {
+    it(`openBlob resumes a 64 MB download from the offset it had, and the digest verifies (${borrowed ? "borrowed chunks: bulk receive" : "owned chunks"})`, async () => {
+      const repo = client.repository("resume/big");
+      const logBefore = (await reg.accessLog()).length;
+      const digester = new Digester();
+      let restarted: Promise<void> | undefined;
+      let killedAt = -1;
+      const stream = repo.openBlob(digest, { size: blob.length });
+      if (borrowed) acceptBorrowedChunks(stream);
+      for await (const chunk of stream) {
+        // Compare as we go: every byte is where it belongs, none repeated or skipped.
+        assert.ok(Buffer.from(chunk).equals(blob.subarray(digester.size, digester.size + chunk.length)));
+        digester.update(chunk);
+        if (killedAt < 0 && digester.size >= 8 * MB) {
+          killedAt = digester.size;
+          await reg.kill();
+          restarted = new Promise((r) => setTimeout(r, 1000)).then(() => reg.restart());
+        }
       }
-    }
-    await restarted;
-    assert.equal(digester.size, blob.length);
-    assert.equal(digester.digest(), digest);
-    const gets = (await reg.accessLog())
-      .slice(logBefore)
-      .filter((e) => e.method === "GET" && e.path.includes(digest));
-    const resumed = gets.filter((e) => e.status === 206);
-    assert.equal(resumed.length, 1, "one ranged GET after the restart");
-    const resumedFrom = blob.length - resumed[0]!.bytes;
-    assert.ok(
-      resumedFrom >= killedAt,
-      `resumed from ${resumedFrom}, at least where it was killed (${killedAt})`,
-    );
-    assert.ok(resumedFrom < blob.length);
-  });
+      await restarted;
+      assert.equal(digester.size, blob.length);
+      assert.equal(digester.digest(), digest);
+      const gets = (await reg.accessLog())
+        .slice(logBefore)
+        .filter((e) => e.method === "GET" && e.path.includes(digest));
+      const resumed = gets.filter((e) => e.status === 206);
+      assert.equal(resumed.length, 1, "one ranged GET after the restart");
+      const resumedFrom = blob.length - resumed[0]!.bytes;
+      assert.ok(
+        resumedFrom >= killedAt,
+        `resumed from ${resumedFrom}, at least where it was killed (${killedAt})`,
+      );
+      assert.ok(resumedFrom < blob.length);
+    });
+  }
 
   /**
    * Content that kills the registry once `killAt` bytes have been read from it (and

@@ -1,0 +1,42 @@
+/**
+ * Borrowed chunks, a contract between a blob stream and its consumer. A producer
+ * that reads into one reused buffer (the registry client's bulk receive) can yield
+ * views that stay valid only until the consumer's next `next()`, which saves a fresh
+ * buffer per chunk. It does so only after the consumer said it copies or finishes
+ * with every chunk before asking for the next one; otherwise chunks are the
+ * consumer's to keep. A wrapper hides the offer, so the default stays: owned chunks.
+ */
+const BORROW = Symbol("rootstock.borrow");
+
+/** Producer side: `stream` will lend its chunks once `accept` is called (before the first `next()`). */
+export function offerBorrowedChunks<T extends object>(stream: T, accept: () => void): T {
+  return Object.assign(stream, { [BORROW]: accept });
+}
+
+/**
+ * Consumer side, before reading: "I am done with each chunk when I ask for the next".
+ * True when the stream will lend its chunks.
+ */
+export function acceptBorrowedChunks(stream: unknown): boolean {
+  const accept =
+    typeof stream === "object" && stream !== null ? (stream as { [BORROW]?: () => void })[BORROW] : undefined;
+  accept?.();
+  return accept !== undefined;
+}
+
+/**
+ * A stream over the one `open()` returns on the first read, passing the offer
+ * through: when the consumer accepts borrowed chunks, so does this stream of the
+ * inner one (`yield*` hands each `next()` straight to it).
+ */
+export function lendingThrough(open: () => Promise<AsyncIterable<Uint8Array>>): AsyncGenerator<Uint8Array> {
+  let accepted = false;
+  const stream = (async function* () {
+    const inner = await open();
+    if (accepted) acceptBorrowedChunks(inner);
+    yield* inner;
+  })();
+  return offerBorrowedChunks(stream, () => {
+    accepted = true;
+  });
+}

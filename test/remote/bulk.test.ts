@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createNetServer, type Server as NetServer } from "node:net";
+import { afterEach, describe, it } from "node:test";
+import { BulkPool, type BulkResponse, parseHead } from "../../src/remote/bulk.js";
+
+const options = { connections: 6, connectMs: 2000, headersMs: 2000, bodyMs: 2000 };
+
+describe("bulk receive: response heads", () => {
+  it("parses the status, lower-cases names and keeps repeated headers as arrays", () => {
+    const head = parseHead(
+      "HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nWWW-Authenticate: Basic\r\nwww-authenticate: Bearer realm=x",
+    );
+    assert.equal(head.status, 206);
+    assert.equal(head.http10, false);
+    assert.equal(head.headers["content-length"], "10");
+    assert.deepEqual(head.headers["www-authenticate"], ["Basic", "Bearer realm=x"]);
+    assert.equal(parseHead("HTTP/1.0 200").http10, true);
+  });
+
+  it("refuses what is not HTTP/1.x", () => {
+    assert.throws(() => parseHead("SSH-2.0-OpenSSH"), /not an HTTP\/1.1 status line/);
+    assert.throws(() => parseHead("HTTP/1.1 200 OK\r\nno colon here"), /not a header line/);
+    assert.throws(() => parseHead("HTTP/1.1 200 OK\r\nbad name: x"), /not a header line/);
+  });
+});
+
+describe("bulk receive against a server", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  const blob = randomBytes(3 * 1024 * 1024 + 17);
+
+  async function httpServer(handler: (req: IncomingMessage, res: ServerResponse) => void) {
+    const server: Server = createServer(handler);
+    let connections = 0;
+    server.on("connection", () => connections++);
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    cleanups.push(async () => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const { port } = server.address() as { port: number };
+    return {
+      server,
+      url: (path: string) => new URL(`http://127.0.0.1:${port}${path}`),
+      connections: () => connections,
+    };
+  }
+
+  /** A server that answers every request with `raw` bytes as they are. */
+  async function rawServer(raw: Buffer) {
+    const server: NetServer = createNetServer((socket) => {
+      socket.once("data", () => socket.end(raw));
+      socket.on("error", () => {});
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    cleanups.push(() => {
+      server.close();
+    });
+    return new URL(`http://127.0.0.1:${(server.address() as { port: number }).port}/blob`);
+  }
+
+  function pool(opts = options): BulkPool {
+    const p = new BulkPool(opts);
+    cleanups.push(() => p.close());
+    return p;
+  }
+
+  async function readBody(res: BulkResponse): Promise<{ bytes: Buffer; buffers: Set<ArrayBufferLike> }> {
+    const parts: Buffer[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    for await (const chunk of res.body) {
+      buffers.add(chunk.buffer);
+      parts.push(Buffer.from(chunk));
+    }
+    return { bytes: Buffer.concat(parts), buffers };
+  }
+
+  it("lends every chunk from one buffer, and the bytes are the body's", async () => {
+    const server = await httpServer((_req, res) =>
+      res.writeHead(200, { "content-length": blob.length }).end(blob),
+    );
+    const res = await pool().get(server.url("/blob"), {});
+    assert.ok(res);
+    assert.equal(res.statusCode, 200);
+    const { bytes, buffers } = await readBody(res);
+    assert.ok(bytes.equals(blob));
+    assert.equal(buffers.size, 1, "one read buffer for the whole body");
+  });
+
+  it("keeps the connection alive between requests, and replaces one the server closed", async () => {
+    const server = await httpServer((_req, res) =>
+      res.writeHead(200, { "content-length": blob.length }).end(blob),
+    );
+    const p = pool();
+    for (let i = 0; i < 3; i++)
+      assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+    assert.equal(server.connections(), 1);
+    // As a server's keep-alive timeout does, maybe while the next request is on its way.
+    server.server.closeIdleConnections();
+    assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+    assert.equal(server.connections(), 2);
+  });
+
+  it("a body left unread closes its connection; the next request gets a new one", async () => {
+    const server = await httpServer((_req, res) =>
+      res.writeHead(200, { "content-length": blob.length }).end(blob),
+    );
+    const p = pool();
+    const first = await p.get(server.url("/blob"), {});
+    for await (const _ of first!.body) break;
+    assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+    assert.equal(server.connections(), 2);
+  });
+
+  it("a response framed otherwise (chunked) is left to the general client", async () => {
+    const server = await httpServer((_req, res) => {
+      res.writeHead(200, { "transfer-encoding": "chunked" });
+      res.end(blob.subarray(0, 1000));
+    });
+    assert.equal(await pool().get(server.url("/blob"), {}), undefined);
+  });
+
+  it("more bytes than Content-Length, or a body cut short, fail the read", async () => {
+    const long = await rawServer(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef"));
+    await assert.rejects(
+      async () => readBody((await pool().get(long, {}))!),
+      (err) => (err as { code?: string }).code === "ERR_UNEXPECTED_DATA",
+    );
+    const short = await rawServer(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\nabcdef"));
+    await assert.rejects(
+      async () => readBody((await pool().get(short, {}))!),
+      (err) => (err as { code?: string }).code === "ECONNRESET",
+    );
+  });
+
+  it("a body followed by Connection: close is whole, and the next request connects again", async () => {
+    const server = await httpServer((_req, res) =>
+      res.writeHead(200, { "content-length": blob.length, connection: "close" }).end(blob),
+    );
+    const p = pool();
+    for (let i = 0; i < 2; i++)
+      assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+    assert.equal(server.connections(), 2);
+  });
+
+  it("holds at most `connections` exchanges per origin at once", async () => {
+    let active = 0;
+    let peak = 0;
+    const server = await httpServer((_req, res) => {
+      active++;
+      peak = Math.max(peak, active);
+      res.on("finish", () => active--);
+      setTimeout(() => res.writeHead(200, { "content-length": blob.length }).end(blob), 50);
+    });
+    const p = pool({ ...options, connections: 2 });
+    const bodies = await Promise.all(
+      Array.from({ length: 5 }, async () => (await readBody((await p.get(server.url("/blob"), {}))!)).bytes),
+    );
+    assert.ok(bodies.every((b) => b.equals(blob)));
+    assert.equal(peak, 2);
+  });
+});
