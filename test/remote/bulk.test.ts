@@ -166,4 +166,76 @@ describe("bulk receive against a server", () => {
     assert.ok(bodies.every((b) => b.equals(blob)));
     assert.equal(peak, 2);
   });
+
+  it("sends a body chunk by chunk, each written before the next is asked for", async () => {
+    let received = Buffer.alloc(0);
+    const server = await httpServer(async (req, res) => {
+      const parts: Buffer[] = [];
+      for await (const part of req) parts.push(part as Buffer);
+      received = Buffer.concat(parts);
+      res.writeHead(202, { location: "/next", "content-length": 0 }).end();
+    });
+    // One buffer refilled for every chunk: the body lends its chunks.
+    const lent = Buffer.alloc(64 * 1024);
+    let asked = 0;
+    async function* chunks() {
+      for (let at = 0; at < blob.length; at += lent.length) {
+        asked++;
+        const n = blob.copy(lent, 0, at, Math.min(blob.length, at + lent.length));
+        yield lent.subarray(0, n);
+      }
+    }
+    const res = await pool().request(
+      "PATCH",
+      server.url("/upload"),
+      {},
+      { chunks: chunks(), length: blob.length },
+    );
+    assert.equal(res?.statusCode, 202);
+    assert.equal(res?.headers.location, "/next");
+    await res?.body.dump();
+    assert.ok(received.equals(blob), "the server got every byte, none overwritten");
+    assert.equal(asked, Math.ceil(blob.length / lent.length));
+  });
+
+  it("a body shorter or longer than its length fails the request", async () => {
+    const server = await httpServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(202, { "content-length": 0 }).end());
+    });
+    async function* bytes(n: number) {
+      yield blob.subarray(0, n);
+    }
+    for (const n of [10, 1000]) {
+      await assert.rejects(
+        pool().request("PATCH", server.url("/upload"), {}, { chunks: bytes(n), length: 100 }),
+        (err) => (err as { code?: string }).code === "ERR_BODY_LENGTH",
+      );
+    }
+  });
+
+  it("an answer before the body is sent stops the sending and stands", async () => {
+    const server = await httpServer((_req, res) => {
+      res.writeHead(413, { "content-type": "application/json", "content-length": 2 }).end("{}");
+    });
+    let asked = 0;
+    async function* forever() {
+      for (;;) {
+        asked++;
+        await new Promise((r) => setTimeout(r, 5));
+        yield blob.subarray(0, 1024);
+      }
+    }
+    const res = await pool().request(
+      "PATCH",
+      server.url("/upload"),
+      {},
+      { chunks: forever(), length: 1 << 30 },
+    );
+    assert.equal(res?.statusCode, 413);
+    await res?.body.dump();
+    const after = asked;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(asked, after, "nothing more is read from the body");
+  });
 });
