@@ -18,7 +18,6 @@ import { execFile } from "node:child_process";
 import { copyFile, open, readdir, readFile, rmdir, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { z } from "zod";
 import { RootstockError } from "../errors.js";
 import type {
   BlobRef,
@@ -30,6 +29,7 @@ import type {
 import { canonicalJson } from "../oci/canonical.js";
 import { type Digest, digestHex, isDigest, parseDigest } from "../oci/digest.js";
 import { checkStoreRepository, checkTag } from "../oci/reference.js";
+import { array, boolean, custom, looseObject, optional, unknown } from "../oci/shape.js";
 import { type Descriptor, parseDescriptor, parseJsonBytes, validateDocument } from "../oci/types.js";
 import { atomicWriteFile, ensureDir, exists, forgetDir, fsyncDir } from "./atomic.js";
 import { acquireShared, type LockOptions, withExclusiveLock } from "./lock.js";
@@ -91,12 +91,12 @@ export interface MetaDocument<T = unknown> {
   data: T;
 }
 
-const digestList = z.array(z.custom<Digest>((v) => isDigest(v), { error: "not a sha256 digest" }));
-const metaSchema = z.looseObject({
-  blobs: digestList.optional(),
-  files: digestList.optional(),
-  standsInForBlob: z.boolean().optional(),
-  data: z.unknown(),
+const digestList = array(custom<Digest>((v) => isDigest(v), "not a sha256 digest"));
+const metaShape = looseObject({
+  blobs: optional(digestList),
+  files: optional(digestList),
+  standsInForBlob: optional(boolean()),
+  data: unknown(),
 });
 
 export class ContentStore {
@@ -357,7 +357,7 @@ export class ContentStore {
   /** Writes the metadata document for `key`; the objects it names must already be present. */
   async putMeta<T>(key: Digest, doc: MetaDocument<T>): Promise<void> {
     parseDigest(key, "metadata key");
-    const checked = validateDocument(metaSchema, doc, `metadata ${key}`);
+    const checked = validateDocument(metaShape, doc, `metadata ${key}`);
     await this.withLease(async () => {
       for (const d of checked.blobs ?? []) {
         if (!(await this.blobs.has(d)))
@@ -382,7 +382,7 @@ export class ContentStore {
       throw err;
     }
     return validateDocument(
-      metaSchema,
+      metaShape,
       parseJsonBytes(bytes, `metadata ${key}`),
       `metadata ${key}`,
     ) as MetaDocument<T>;

@@ -1,16 +1,30 @@
 /**
  * OCI (and Docker schema 2) documents: descriptor, image manifest, index / manifest
- * list, image config. Parsed from bytes with zod; every failure becomes one
+ * list, image config. Checked by shapes (shape.ts; zod words the errors); every failure becomes one
  * INVALID_FORMAT line naming the document and the field path, e.g.
  * `manifest: layers[2].digest: not a sha256 digest: "..."`.
  *
  * Objects are parsed loosely: fields we do not model are kept, so a document read
  * and written again loses nothing.
  */
-import { z } from "zod";
 import { RootstockError } from "../errors.js";
 import { type Digest, isDigest } from "./digest.js";
 import { isConfigMediaType, isIndexMediaType, isManifestMediaType } from "./mediatypes.js";
+import {
+  array,
+  boolean,
+  count,
+  custom,
+  type Infer,
+  literal,
+  loadZod,
+  looseObject,
+  nullish,
+  optional,
+  record,
+  type Shape,
+  string,
+} from "./shape.js";
 
 /** Why a value is not an acceptable digest (the text parseDigest uses), or undefined. */
 function digestProblem(value: unknown): string | undefined {
@@ -25,111 +39,113 @@ function digestProblem(value: unknown): string | undefined {
   return `not a sha256 digest: ${JSON.stringify(value)}`;
 }
 
-const digestSchema = z.custom<Digest>((v) => isDigest(v), {
-  error: (iss) => (iss.input === undefined ? undefined : digestProblem(iss.input)),
+const digestShape = custom<Digest>(
+  (v) => isDigest(v),
+  (iss) => (iss.input === undefined ? undefined : digestProblem(iss.input)),
+);
+
+const annotationsShape = record(string());
+
+const mediaTypeShape = string({
+  regex: /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/,
+  error: (iss) => `not a media type: ${JSON.stringify(iss.input)}`,
 });
 
-const annotationsSchema = z.record(z.string(), z.string());
+const schemaVersion2 = literal(2, (iss) => `must be 2, got ${JSON.stringify(iss.input)}`);
 
-const mediaTypeSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/, {
-    error: (iss) => `not a media type: ${JSON.stringify(iss.input)}`,
-  });
-
-export const platformSchema = z.looseObject({
-  architecture: z.string().min(1),
-  os: z.string().min(1),
-  "os.version": z.string().optional(),
-  "os.features": z.array(z.string()).optional(),
-  variant: z.string().optional(),
-  features: z.array(z.string()).optional(),
+export const platformShape = looseObject({
+  architecture: string({ min: 1 }),
+  os: string({ min: 1 }),
+  "os.version": optional(string()),
+  "os.features": optional(array(string())),
+  variant: optional(string()),
+  features: optional(array(string())),
 });
 
-export type PlatformSpec = z.infer<typeof platformSchema>;
+export type PlatformSpec = Infer<typeof platformShape>;
 
-export const descriptorSchema = z.looseObject({
-  mediaType: mediaTypeSchema,
-  digest: digestSchema,
-  size: z.number().int().nonnegative(),
-  urls: z.array(z.string()).optional(),
-  annotations: annotationsSchema.optional(),
-  data: z.string().optional(),
-  platform: platformSchema.optional(),
-  artifactType: mediaTypeSchema.optional(),
+export const descriptorShape = looseObject({
+  mediaType: mediaTypeShape,
+  digest: digestShape,
+  size: count(),
+  urls: optional(array(string())),
+  annotations: optional(annotationsShape),
+  data: optional(string()),
+  platform: optional(platformShape),
+  artifactType: optional(mediaTypeShape),
 });
 
-export type Descriptor = z.infer<typeof descriptorSchema>;
+export type Descriptor = Infer<typeof descriptorShape>;
 
-export const manifestSchema = z.looseObject({
-  schemaVersion: z.literal(2, { error: (iss) => `must be 2, got ${JSON.stringify(iss.input)}` }),
-  mediaType: z.string().optional(),
-  artifactType: mediaTypeSchema.optional(),
-  config: descriptorSchema,
-  layers: z.array(descriptorSchema),
-  subject: descriptorSchema.optional(),
-  annotations: annotationsSchema.optional(),
+export const manifestShape = looseObject({
+  schemaVersion: schemaVersion2,
+  mediaType: optional(string()),
+  artifactType: optional(mediaTypeShape),
+  config: descriptorShape,
+  layers: array(descriptorShape),
+  subject: optional(descriptorShape),
+  annotations: optional(annotationsShape),
 });
 
-export type ImageManifest = z.infer<typeof manifestSchema>;
+export type ImageManifest = Infer<typeof manifestShape>;
 
-export const indexSchema = z.looseObject({
-  schemaVersion: z.literal(2, { error: (iss) => `must be 2, got ${JSON.stringify(iss.input)}` }),
-  mediaType: z.string().optional(),
-  artifactType: mediaTypeSchema.optional(),
-  manifests: z.array(descriptorSchema),
-  subject: descriptorSchema.optional(),
-  annotations: annotationsSchema.optional(),
+export const indexShape = looseObject({
+  schemaVersion: schemaVersion2,
+  mediaType: optional(string()),
+  artifactType: optional(mediaTypeShape),
+  manifests: array(descriptorShape),
+  subject: optional(descriptorShape),
+  annotations: optional(annotationsShape),
 });
 
-export type ImageIndex = z.infer<typeof indexSchema>;
+export type ImageIndex = Infer<typeof indexShape>;
 
 // Docker writes null for empty lists and maps; accept it when reading.
-const strings = z.array(z.string()).nullish();
-const emptyObjects = z.record(z.string(), z.looseObject({})).nullish();
+const strings = nullish(array(string()));
+const emptyObjects = nullish(record(looseObject({})));
 
-export const containerConfigSchema = z.looseObject({
-  User: z.string().optional(),
+export const containerConfigShape = looseObject({
+  User: optional(string()),
   ExposedPorts: emptyObjects,
   Env: strings,
   Entrypoint: strings,
   Cmd: strings,
   Volumes: emptyObjects,
-  WorkingDir: z.string().optional(),
-  Labels: z.record(z.string(), z.string()).nullish(),
-  StopSignal: z.string().optional(),
-  ArgsEscaped: z.boolean().optional(),
+  WorkingDir: optional(string()),
+  Labels: nullish(record(string())),
+  StopSignal: optional(string()),
+  ArgsEscaped: optional(boolean()),
 });
 
-export type ContainerConfig = z.infer<typeof containerConfigSchema>;
+export type ContainerConfig = Infer<typeof containerConfigShape>;
 
-export const historySchema = z.looseObject({
-  created: z.string().optional(),
-  created_by: z.string().optional(),
-  author: z.string().optional(),
-  comment: z.string().optional(),
-  empty_layer: z.boolean().optional(),
+export const historyShape = looseObject({
+  created: optional(string()),
+  created_by: optional(string()),
+  author: optional(string()),
+  comment: optional(string()),
+  empty_layer: optional(boolean()),
 });
 
-export type History = z.infer<typeof historySchema>;
+export type History = Infer<typeof historyShape>;
 
-export const imageConfigSchema = z.looseObject({
-  created: z.string().optional(),
-  author: z.string().optional(),
-  architecture: z.string().min(1),
-  os: z.string().min(1),
-  "os.version": z.string().optional(),
-  "os.features": z.array(z.string()).optional(),
-  variant: z.string().optional(),
-  config: containerConfigSchema.optional(),
-  rootfs: z.looseObject({
-    type: z.literal("layers", { error: (iss) => `must be "layers", got ${JSON.stringify(iss.input)}` }),
-    diff_ids: z.array(digestSchema),
+export const imageConfigShape = looseObject({
+  created: optional(string()),
+  author: optional(string()),
+  architecture: string({ min: 1 }),
+  os: string({ min: 1 }),
+  "os.version": optional(string()),
+  "os.features": optional(array(string())),
+  variant: optional(string()),
+  config: optional(containerConfigShape),
+  rootfs: looseObject({
+    type: literal("layers", (iss) => `must be "layers", got ${JSON.stringify(iss.input)}`),
+    diff_ids: array(digestShape),
   }),
-  history: z.array(historySchema).optional(),
+  history: optional(array(historyShape)),
 });
 
-export type ImageConfig = z.infer<typeof imageConfigSchema>;
+export type ImageConfig = Infer<typeof imageConfigShape>;
 
 /** `layers[2].digest` from zod's path array. */
 export function formatFieldPath(path: readonly PropertyKey[]): string {
@@ -142,13 +158,17 @@ export function formatFieldPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
-/** Validates `value` against `schema`, or throws INVALID_FORMAT naming `what` and the first bad field. */
-export function validateDocument<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
-  const result = schema.safeParse(value, {
+/**
+ * `value` when it has `shape`, or INVALID_FORMAT naming `what` and the first bad
+ * field (worded by zod, loaded only then).
+ */
+export function validateDocument<T>(shape: Shape<T>, value: unknown, what: string): T {
+  if (shape.check(value)) return value as T;
+  const result = shape.zod(loadZod()).safeParse(value, {
     error: (iss) =>
       iss.input === undefined && iss.code === "invalid_type" ? "required field is missing" : undefined,
   });
-  if (result.success) return result.data;
+  if (result.success) return result.data as T;
   const issues = result.error.issues;
   const first = issues[0]!;
   const field = formatFieldPath(first.path);
@@ -170,12 +190,12 @@ export function parseJsonBytes(bytes: Uint8Array | string, what: string): unknow
 }
 
 export function parseDescriptor(value: unknown, what = "descriptor"): Descriptor {
-  return validateDocument(descriptorSchema, value, what);
+  return validateDocument(descriptorShape, value, what);
 }
 
 /** An image manifest (OCI or Docker schema 2) from its bytes. */
 export function parseManifest(bytes: Uint8Array | string, what = "manifest"): ImageManifest {
-  const manifest = validateDocument(manifestSchema, parseJsonBytes(bytes, what), what);
+  const manifest = validateDocument(manifestShape, parseJsonBytes(bytes, what), what);
   if (manifest.mediaType !== undefined && !isManifestMediaType(manifest.mediaType)) {
     throw new RootstockError(
       "INVALID_FORMAT",
@@ -187,7 +207,7 @@ export function parseManifest(bytes: Uint8Array | string, what = "manifest"): Im
 
 /** An image index (OCI) or manifest list (Docker) from its bytes. */
 export function parseIndex(bytes: Uint8Array | string, what = "index"): ImageIndex {
-  const index = validateDocument(indexSchema, parseJsonBytes(bytes, what), what);
+  const index = validateDocument(indexShape, parseJsonBytes(bytes, what), what);
   if (index.mediaType !== undefined && !isIndexMediaType(index.mediaType)) {
     throw new RootstockError(
       "INVALID_FORMAT",
@@ -198,7 +218,7 @@ export function parseIndex(bytes: Uint8Array | string, what = "index"): ImageInd
 }
 
 export function parseImageConfig(bytes: Uint8Array | string, what = "config"): ImageConfig {
-  return validateDocument(imageConfigSchema, parseJsonBytes(bytes, what), what);
+  return validateDocument(imageConfigShape, parseJsonBytes(bytes, what), what);
 }
 
 export type ImageDocument =

@@ -4,11 +4,11 @@
  * credentials, cached tokens per scope) and the retry policy; `Repository` handles
  * speak the distribution API for one repository on top of its `send()`.
  */
+import { isIP } from "node:net";
 import { Readable } from "node:stream";
 import type { Agent } from "undici";
 import { RootstockError } from "../errors.js";
 import { type AuthProvider, type Challenge, type Credential, fileAuth, parseChallenges } from "./auth.js";
-import { BulkPool } from "./bulk.js";
 import { RegistryError, registryErrorFor } from "./errors.js";
 import {
   backoffDelay,
@@ -20,6 +20,7 @@ import {
   retryAfterMs,
   sleep,
 } from "./http.js";
+import { Http1Pool } from "./http1.js";
 import { isInsecureRegistry } from "./registries-conf.js";
 import { Repository } from "./repository.js";
 
@@ -84,18 +85,13 @@ export interface SendRequest {
   where: string;
   /** Retry on resets and 429/5xx. Default: true. */
   retry?: boolean;
-  /**
-   * To a plain-http registry, send through the bulk pool (bulk.ts): a GET whose
-   * caller reads the body as borrowed chunks (oci/borrow.ts), received into one
-   * reused buffer; or a streamed body with a Content-Length, each chunk written
-   * before the next is asked for.
-   */
-  bulk?: boolean;
 }
 
-/** What `send` answers: undici's response, or for a bulk GET one of the same shape. */
+/** What `send` answers: undici's response, or http1.ts's of the same shape. */
 export interface Response {
   statusCode: number;
+  /** Body chunks are valid only until the next read (http1.ts); undici's are the reader's to keep. */
+  borrowed?: boolean;
   headers: Record<string, string | string[] | undefined>;
   body: AsyncIterable<Uint8Array> & {
     readonly destroyed: boolean;
@@ -120,8 +116,11 @@ export class RegistryClient {
   readonly retryBaseDelayMs: number;
   private readonly options: RegistryOptions;
   private readonly auth: AuthProvider;
-  private base: Promise<{ url: URL; agent: Agent }> | undefined;
-  private bulkPool: BulkPool | undefined;
+  private base: Promise<{ url: URL }> | undefined;
+  /** `--tls-verify=false` or registries.conf: https unverified, falling back to http. */
+  private insecure = false;
+  private pool: Http1Pool | undefined;
+  private agent: Promise<Agent> | undefined;
   private challenge: Challenge | undefined;
   private credential: Promise<Credential | undefined> | undefined;
   private readonly tokens = new Map<string, Promise<CachedToken>>();
@@ -161,53 +160,67 @@ export class RegistryClient {
 
   /** Closes idle connections; pending requests finish first. */
   async close(): Promise<void> {
-    const base = this.base;
     this.base = undefined;
-    this.bulkPool?.close();
-    this.bulkPool = undefined;
-    if (base) await (await base.catch(() => undefined))?.agent.close();
+    this.pool?.close();
+    this.pool = undefined;
+    const agent = this.agent;
+    this.agent = undefined;
+    if (agent) await (await agent.catch(() => undefined))?.close();
   }
 
-  /** Whether a `bulk` request to `url` (a path or an absolute URL) goes through the bulk pool. */
-  async sendsInBulk(url: string): Promise<boolean> {
+  /**
+   * Whether a streamed body of known length sent to `url` (a path or an absolute
+   * URL) is written chunk by chunk, each write finished before the next chunk is
+   * asked for (plain http: http1.ts), so its source may lend its chunks.
+   */
+  async writesBodiesInTurn(url: string): Promise<boolean> {
     const { url: base } = await this.connection();
     return new URL(url, base).protocol === "http:";
   }
 
   /**
-   * The request through the bulk pool: a GET, or a streamed body of declared length.
-   * Undefined when it cannot go that way (other bodies) or its answer is not framed
-   * by Content-Length: then undici sends it (a GET may be asked twice; a one-shot
-   * stream is never read before that decision).
+   * One HTTP exchange, no retries or redirects: plain http through our own client
+   * (http1.ts: its bodies are borrowed), https and streams of unknown length through
+   * undici (loaded then).
    */
-  private sendBulk(
-    method: HttpMethod,
+  private async exchange(
     url: URL,
+    method: HttpMethod,
     headers: Record<string, string>,
-    body: SendRequest["body"],
-  ): Promise<Response | undefined> {
-    if (body === undefined)
-      return method === "GET" ? this.bulk().get(url, headers) : Promise.resolve(undefined);
-    const length = Number(headers["content-length"]);
-    if (typeof body === "string" || body instanceof Uint8Array || !Number.isSafeInteger(length)) {
-      return Promise.resolve(undefined);
+    body?: SendRequest["body"],
+  ): Promise<Response> {
+    if (url.protocol === "http:") {
+      if (body === undefined || typeof body === "string" || body instanceof Uint8Array) {
+        return this.http1().request(method, url, headers, body);
+      }
+      const length = Number(headers["content-length"]);
+      if (Number.isSafeInteger(length))
+        return this.http1().request(method, url, headers, { chunks: body, length });
     }
-    const { "content-length": _, ...rest } = headers;
-    return this.bulk().request(method, url, rest, { chunks: body, length });
+    const dispatcher = await this.undiciAgent();
+    return http().request(url, {
+      method,
+      headers,
+      body:
+        body === undefined || typeof body === "string" || body instanceof Uint8Array
+          ? body
+          : Readable.from(body, { objectMode: false }),
+      dispatcher,
+    });
   }
 
-  private bulk(): BulkPool {
+  private http1(): Http1Pool {
     const t = this.options.timeouts ?? {};
-    this.bulkPool ??= new BulkPool({
+    this.pool ??= new Http1Pool({
       connections: this.options.concurrency ?? 6,
       connectMs: t.connectMs ?? 10_000,
       headersMs: t.headersMs ?? 60_000,
       bodyMs: t.bodyMs ?? 60_000,
     });
-    return this.bulkPool;
+    return this.pool;
   }
 
-  private connection(): Promise<{ url: URL; agent: Agent }> {
+  private connection(): Promise<{ url: URL }> {
     this.base ??= this.resolveBase().catch((err) => {
       this.base = undefined;
       throw err;
@@ -215,54 +228,58 @@ export class RegistryClient {
     return this.base;
   }
 
-  private newAgent(verifyTls: boolean): Agent {
-    const t = this.options.timeouts ?? {};
-    return new (http().Agent)({
-      connections: this.options.concurrency ?? 6,
-      pipelining: 1,
-      keepAliveTimeout: 30_000,
-      headersTimeout: t.headersMs ?? 60_000,
-      bodyTimeout: t.bodyMs ?? 60_000,
-      connect: { timeout: t.connectMs ?? 10_000, rejectUnauthorized: verifyTls },
+  /** undici's pool for https (and the rare request http1.ts does not take), made on first use. */
+  private undiciAgent(): Promise<Agent> {
+    this.agent ??= loadUndici().then(() => {
+      const t = this.options.timeouts ?? {};
+      return new (http().Agent)({
+        connections: this.options.concurrency ?? 6,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        headersTimeout: t.headersMs ?? 60_000,
+        bodyTimeout: t.bodyMs ?? 60_000,
+        connect: { timeout: t.connectMs ?? 10_000, rejectUnauthorized: !this.insecure },
+      });
     });
+    return this.agent;
   }
 
   /** https, or for an insecure registry https without verification falling back to http. */
-  private async resolveBase(): Promise<{ url: URL; agent: Agent }> {
-    await loadUndici();
-    const insecure = this.options.insecure ?? (await isInsecureRegistry(this.host, this.options.env));
-    const agent = this.newAgent(!insecure);
-    const schemes = insecure ? ["https", "http"] : ["https"];
+  private async resolveBase(): Promise<{ url: URL }> {
+    this.insecure = this.options.insecure ?? (await isInsecureRegistry(this.host, this.options.env));
+    const schemes = this.insecure ? ["https", "http"] : ["https"];
     let lastError: unknown;
     for (const scheme of schemes) {
       const url = new URL(`${scheme}://${this.host}/`);
+      // With a fallback to come, a TLS handshake decides: a plain-http port fails it
+      // at once (and a refused port refuses both), without loading undici.
+      if (scheme === "https" && this.insecure) {
+        const failure = await tlsHandshakeFailure(url, this.options.timeouts?.connectMs ?? 10_000);
+        if (failure) {
+          lastError = networkError(`${this.host}: https`, failure);
+          continue;
+        }
+      }
       try {
-        // With a fallback to come, one https try is enough: a refused port refuses both.
-        await this.pingAt(url, agent, scheme === "https" && insecure ? 0 : this.retries);
-        return { url, agent };
+        await this.pingAt(url, this.retries);
+        return { url };
       } catch (err) {
         lastError = err;
         if (!(err instanceof RootstockError && err.code === "NETWORK")) break;
       }
     }
-    await agent.close();
     throw lastError;
   }
 
-  private async pingAt(base: URL, agent: Agent, retries: number): Promise<void> {
+  private async pingAt(base: URL, retries: number): Promise<void> {
     const where = this.host;
     let attempt = 0;
     for (;;) {
       let res: Response;
       try {
-        res = await http().request(new URL("/v2/", base), {
-          method: "GET",
-          dispatcher: agent,
-          headers: this.baseHeaders(),
-        });
+        res = await this.exchange(new URL("/v2/", base), "GET", this.baseHeaders());
       } catch (err) {
-        // Only connection-level failures are retried; a TLS handshake against a
-        // plain-http port fails differently and at once, so http is tried next.
+        // Only connection-level failures are retried.
         if (isTransientError(err) && attempt < retries) {
           await sleep(backoffDelay(attempt++, this.retryBaseDelayMs));
           continue;
@@ -298,11 +315,11 @@ export class RegistryClient {
   }
 
   /** The Authorization header for a request to the registry's own origin, if any. */
-  private async authorization(scopes: string[], agent: Agent): Promise<string | undefined> {
+  private async authorization(scopes: string[]): Promise<string | undefined> {
     const challenge = this.challenge;
     if (!challenge) return undefined;
     if (challenge.scheme === "basic") return (await this.credentials())?.basicHeader();
-    if (challenge.scheme === "bearer") return `Bearer ${(await this.token(challenge, scopes, agent)).token}`;
+    if (challenge.scheme === "bearer") return `Bearer ${(await this.token(challenge, scopes)).token}`;
     return undefined;
   }
 
@@ -310,17 +327,17 @@ export class RegistryClient {
     return [challenge.params.realm, challenge.params.service, ...[...scopes].sort()].join("|");
   }
 
-  private token(challenge: Challenge, scopes: string[], agent: Agent): Promise<CachedToken> {
+  private token(challenge: Challenge, scopes: string[]): Promise<CachedToken> {
     const key = this.tokenKey(challenge, scopes);
     const cached = this.tokens.get(key);
     if (cached) {
       return cached.then((t) => {
         if (t.expiresAt > Date.now()) return t;
         this.tokens.delete(key);
-        return this.token(challenge, scopes, agent);
+        return this.token(challenge, scopes);
       });
     }
-    const fresh = this.fetchToken(challenge, scopes, agent);
+    const fresh = this.fetchToken(challenge, scopes);
     this.tokens.set(key, fresh);
     fresh.catch(() => this.tokens.delete(key));
     return fresh;
@@ -330,7 +347,7 @@ export class RegistryClient {
     if (this.challenge) this.tokens.delete(this.tokenKey(this.challenge, scopes));
   }
 
-  private async fetchToken(challenge: Challenge, scopes: string[], agent: Agent): Promise<CachedToken> {
+  private async fetchToken(challenge: Challenge, scopes: string[]): Promise<CachedToken> {
     const realm = challenge.params.realm;
     if (!realm) {
       throw new RootstockError("UNAUTHORIZED", `${this.host}: bearer challenge without a realm`);
@@ -356,7 +373,7 @@ export class RegistryClient {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
       try {
-        res = await http().request(url, { method: "GET", headers, dispatcher: agent });
+        res = await this.exchange(url, "GET", headers);
       } catch (err) {
         if (isTransientError(err) && attempt < this.retries) {
           await sleep(backoffDelay(attempt, this.retryBaseDelayMs));
@@ -401,7 +418,7 @@ export class RegistryClient {
    * of resets and 429/5xx with backoff.
    */
   async send(req: SendRequest): Promise<Response> {
-    const { url: base, agent } = await this.connection();
+    const { url: base } = await this.connection();
     const retry = req.retry ?? true;
     if (
       retry &&
@@ -419,24 +436,12 @@ export class RegistryClient {
       const sameOrigin = url.origin === base.origin;
       const headers: Record<string, string> = { ...this.baseHeaders(), ...req.headers };
       if (sameOrigin) {
-        const authorization = await this.authorization(req.scopes, agent);
+        const authorization = await this.authorization(req.scopes);
         if (authorization) headers.authorization = authorization;
       }
       let res: Response;
       try {
-        res =
-          (req.bulk && url.protocol === "http:"
-            ? await this.sendBulk(req.method, url, headers, req.body)
-            : undefined) ??
-          (await http().request(url, {
-            method: req.method,
-            headers,
-            body:
-              req.body === undefined || typeof req.body === "string" || req.body instanceof Uint8Array
-                ? req.body
-                : Readable.from(req.body, { objectMode: false }),
-            dispatcher: agent,
-          }));
+        res = await this.exchange(url, req.method, headers, req.body);
       } catch (err) {
         // Our own errors (a streamed body that failed its size check) pass through as they are.
         if (err instanceof RootstockError) throw err;
@@ -508,4 +513,31 @@ export class RegistryClient {
 /** Bearer beats Basic when a registry offers both; other schemes are not supported. */
 function pickChallenge(challenges: Challenge[]): Challenge | undefined {
   return challenges.find((c) => c.scheme === "bearer") ?? challenges.find((c) => c.scheme === "basic");
+}
+
+/**
+ * Why a TLS handshake with `url`'s host fails (the certificate not verified), or
+ * undefined when it succeeds.
+ */
+async function tlsHandshakeFailure(url: URL, timeoutMs: number): Promise<Error | undefined> {
+  const tls = await import("node:tls");
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  return new Promise((resolve) => {
+    const socket = tls.connect({
+      host,
+      port: Number(url.port || 443),
+      ...(isIP(host) ? {} : { servername: host }),
+      rejectUnauthorized: false,
+      ALPNProtocols: ["http/1.1"],
+    });
+    const done = (err?: Error) => {
+      socket.destroy();
+      resolve(err);
+    };
+    socket.setTimeout(timeoutMs, () =>
+      done(Object.assign(new Error("TLS handshake timed out"), { code: "ETIMEDOUT" })),
+    );
+    socket.once("secureConnect", () => done());
+    socket.once("error", (err) => done(err));
+  });
 }

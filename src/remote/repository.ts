@@ -360,8 +360,8 @@ export class Repository {
    */
   openBlob(digest: Digest, opts: OpenBlobOptions = {}): AsyncGenerator<Uint8Array> {
     // The stream checks size and digest at its end: marked so a store can skip hashing it again.
-    // A consumer that accepts borrowed chunks lets a plain-http registry's body be read
-    // into one reused buffer (bulk.ts).
+    // A consumer that accepts borrowed chunks gets a plain-http registry's body as
+    // views of one reused buffer (http1.ts); others get copies.
     const lend = { borrowed: false };
     const stream = markVerified(this.streamBlob(digest, opts, lend), digest);
     return offerBorrowedChunks(stream, () => {
@@ -398,7 +398,6 @@ export class Repository {
     let failures = 0;
     while (size === undefined || position < size || position === offset) {
       const res = await this.client.send({
-        bulk: lend.borrowed,
         method: "GET",
         url: this.blobUrl(digest),
         headers: position > 0 ? { range: `bytes=${position}-` } : {},
@@ -461,7 +460,8 @@ export class Repository {
           position += chunk.length;
           failures = 0;
           progress({ type: "advance", id: taskId, current: position, total: size });
-          yield chunk;
+          // A lent chunk goes on lent only to a consumer that accepted that.
+          yield res.borrowed && !lend.borrowed ? Buffer.from(chunk) : chunk;
         }
       } finally {
         discardBody(res.body);
@@ -827,12 +827,12 @@ export class Repository {
     for (let failures = 0; ; ) {
       const digester = contentVerified ? new TrustedDigester(expected.digest) : new Digester();
       const skip = from;
-      const bulk = await this.client.sendsInBulk(session.location);
+      const inTurn = await this.client.writesBodiesInTurn(session.location);
       const body = async function* (): AsyncGenerator<Uint8Array> {
         const source = content instanceof Uint8Array ? [content] : content();
-        // Each piece is hashed, then written by the bulk pool before the next is asked
-        // for (undici may hold it longer: it reads its body ahead).
-        if (bulk) acceptBorrowedChunks(source);
+        // Each piece is hashed, then written before the next is asked for (undici may
+        // hold it longer: it reads its body ahead).
+        if (inTurn) acceptBorrowedChunks(source);
         for await (const piece of source) {
           const before = digester.size;
           digester.update(piece);
@@ -868,7 +868,6 @@ export class Repository {
             "content-length": String(size - from),
           },
           body: body(),
-          bulk,
           scopes: this.push(),
           expect: [202],
           where,

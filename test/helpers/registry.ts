@@ -6,6 +6,7 @@
  *   const reg = await startRegistry({ htpasswd: { alice: "pw" } });
  *   const reg = await startRegistry({ token: tokenServer });  // bearer challenges
  *   const proxy = await startRegistry({ proxyOf: reg.url });  // pull-through cache
+ *   const secure = await startRegistry({ tls: true });        // https, self-signed
  *   reg.host            // "127.0.0.1:PORT", as in an image reference
  *   reg.url             // "http://127.0.0.1:PORT"
  *   reg.accessLog()     // parsed access log lines so far: count requests, 206 bytes
@@ -19,6 +20,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { get as httpGet } from "node:http";
+import { get as httpsGet } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,6 +45,8 @@ export interface RegistryOptions {
   proxyOf?: string;
   /** Listen on this port instead of a free one. */
   port?: number;
+  /** Serve https with a self-signed certificate for 127.0.0.1 (made with openssl). */
+  tls?: boolean;
 }
 
 /** One line of the registry's access log (combined log format). */
@@ -142,6 +146,7 @@ function configYaml(dir: string, port: number, opts: RegistryOptions): string {
       `    rootcertbundle: ${JSON.stringify(t.rootCertBundle)}`,
     );
   }
+  if (opts.tls) lines.push(`  tls: {certificate: ${join(dir, "cert.pem")}, key: ${join(dir, "key.pem")}}`);
   if (opts.proxyOf) lines.push("proxy:", `  remoteurl: ${JSON.stringify(opts.proxyOf)}`);
   return `${lines.join("\n")}\n`;
 }
@@ -152,12 +157,31 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   const dir = await mkdtemp(join(tmpdir(), "rootstock-registry-"));
   const port = opts.port ?? (await freePort());
   if (opts.htpasswd) await writeFile(join(dir, "htpasswd"), await htpasswdFile(opts.htpasswd));
+  if (opts.tls) {
+    await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      join(dir, "key.pem"),
+      "-out",
+      join(dir, "cert.pem"),
+    ]);
+  }
   const configPath = join(dir, "config.yml");
   await writeFile(configPath, configYaml(dir, port, opts));
   const accessPath = join(dir, "access.log");
   const appPath = join(dir, "registry.log");
   let child: ChildProcess | undefined;
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
 
   const launch = async () => {
     // Append, so the log spans restarts.
@@ -175,7 +199,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
         );
       }
       const ready = await new Promise<boolean>((resolve) => {
-        const req = httpGet(`${url}/v2/`, (res) => {
+        const get = opts.tls ? httpsGet : httpGet;
+        const req = get(`${url}/v2/`, { rejectUnauthorized: false }, (res) => {
           res.resume();
           resolve(true);
         });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { isRootstockError } from "../../src/errors.js";
 import { sha256 } from "../../src/oci/digest.js";
 import { MediaType } from "../../src/oci/mediatypes.js";
@@ -23,6 +25,26 @@ describe("remote against docker-registry 2.8 (plain http)", () => {
 
   it("pings: falls back from https to http for an insecure registry", async () => {
     assert.deepEqual(await client.ping(), { scheme: "http", auth: "none" });
+  });
+
+  it("speaks plain http with its own client: undici is never loaded", async () => {
+    const digest = sha256("undici-free");
+    await client.repository("test/plain").pushBlob(Buffer.from("undici-free"), { digest, size: 11 });
+    const remote = fileURLToPath(new URL("../../src/remote/index.ts", import.meta.url));
+    const script = `
+      import { createRequire } from "node:module";
+      const { RegistryClient } = await import(${JSON.stringify(remote)});
+      const client = new RegistryClient(${JSON.stringify(reg.host)}, { insecure: true, env: {} });
+      const chunks = [];
+      for await (const c of client.repository("test/plain").openBlob(${JSON.stringify(digest)})) chunks.push(Buffer.from(c));
+      await client.close();
+      const undici = Object.keys(createRequire(import.meta.url).cache).some((p) => p.includes("/undici/"));
+      console.log(JSON.stringify({ text: Buffer.concat(chunks).toString(), undici }));
+    `;
+    const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+    });
+    assert.deepEqual(JSON.parse(out), { text: "undici-free", undici: false });
   });
 
   it("refuses plain http unless the registry is insecure", async () => {
@@ -233,3 +255,51 @@ describe("remote against docker-registry 2.8 (plain http)", () => {
 function desc(blob: { mediaType: string; digest: string; size: number }) {
   return { mediaType: blob.mediaType, digest: blob.digest, size: blob.size };
 }
+
+describe("remote against docker-registry 2.8 over https (self-signed certificate)", () => {
+  let reg: TestRegistry;
+  before(async () => {
+    reg = await startRegistry({ tls: true });
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  it("refuses the certificate when verifying; with --tls-verify=false pushes, pulls and reads ranges over TLS", async () => {
+    const strict = new RegistryClient(reg.host, {
+      env: { CONTAINERS_REGISTRIES_CONF: "/nonexistent" },
+      retries: 0,
+    });
+    await assert.rejects(
+      strict.ping(),
+      (err) => isRootstockError(err, "NETWORK") && /certificate/i.test(err.message),
+    );
+    await strict.close();
+    const client = new RegistryClient(reg.host, { insecure: true, env: {} });
+    try {
+      assert.deepEqual(await client.ping(), { scheme: "https", auth: "none" });
+      const repo = client.repository("tls/blob");
+      const blob = randomBytes(3 * 1024 * 1024);
+      const digest = sha256(blob);
+      // Streamed (one PATCH through undici), then read back whole and by range.
+      assert.equal(
+        await repo.pushBlob(
+          () =>
+            (async function* () {
+              yield blob;
+            })(),
+          { digest, size: blob.length, monolithicMax: 0 },
+        ),
+        "uploaded",
+      );
+      assert.ok((await readAll(repo.openBlob(digest, { size: blob.length }))).equals(blob));
+      const ranges = [];
+      for await (const part of repo.getBlobRanges(digest, [{ offset: 1000, length: 5000 }]))
+        ranges.push(part);
+      assert.equal(ranges.length, 1);
+      assert.ok(Buffer.from(ranges[0]!.bytes).equals(blob.subarray(1000, 6000)));
+    } finally {
+      await client.close();
+    }
+  });
+});

@@ -4,11 +4,11 @@ import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { afterEach, describe, it } from "node:test";
-import { BulkPool, type BulkResponse, parseHead } from "../../src/remote/bulk.js";
+import { Http1Pool, type Http1Response, parseHead } from "../../src/remote/http1.js";
 
 const options = { connections: 6, connectMs: 2000, headersMs: 2000, bodyMs: 2000 };
 
-describe("bulk receive: response heads", () => {
+describe("http1: response heads", () => {
   it("parses the status, lower-cases names and keeps repeated headers as arrays", () => {
     const head = parseHead(
       "HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nWWW-Authenticate: Basic\r\nwww-authenticate: Bearer realm=x",
@@ -27,7 +27,7 @@ describe("bulk receive: response heads", () => {
   });
 });
 
-describe("bulk receive against a server", () => {
+describe("http1 against a server", () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -66,13 +66,13 @@ describe("bulk receive against a server", () => {
     return new URL(`http://127.0.0.1:${(server.address() as { port: number }).port}/blob`);
   }
 
-  function pool(opts = options): BulkPool {
-    const p = new BulkPool(opts);
+  function pool(opts = options): Http1Pool {
+    const p = new Http1Pool(opts);
     cleanups.push(() => p.close());
     return p;
   }
 
-  async function readBody(res: BulkResponse): Promise<{ bytes: Buffer; buffers: Set<ArrayBufferLike> }> {
+  async function readBody(res: Http1Response): Promise<{ bytes: Buffer; buffers: Set<ArrayBufferLike> }> {
     const parts: Buffer[] = [];
     const buffers = new Set<ArrayBufferLike>();
     for await (const chunk of res.body) {
@@ -86,7 +86,7 @@ describe("bulk receive against a server", () => {
     const server = await httpServer((_req, res) =>
       res.writeHead(200, { "content-length": blob.length }).end(blob),
     );
-    const res = await pool().get(server.url("/blob"), {});
+    const res = await pool().request("GET", server.url("/blob"), {});
     assert.ok(res);
     assert.equal(res.statusCode, 200);
     const { bytes, buffers } = await readBody(res);
@@ -100,11 +100,11 @@ describe("bulk receive against a server", () => {
     );
     const p = pool();
     for (let i = 0; i < 3; i++)
-      assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+      assert.ok((await readBody((await p.request("GET", server.url("/blob"), {}))!)).bytes.equals(blob));
     assert.equal(server.connections(), 1);
     // As a server's keep-alive timeout does, maybe while the next request is on its way.
     server.server.closeIdleConnections();
-    assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+    assert.ok((await readBody((await p.request("GET", server.url("/blob"), {}))!)).bytes.equals(blob));
     assert.equal(server.connections(), 2);
   });
 
@@ -113,29 +113,61 @@ describe("bulk receive against a server", () => {
       res.writeHead(200, { "content-length": blob.length }).end(blob),
     );
     const p = pool();
-    const first = await p.get(server.url("/blob"), {});
+    const first = await p.request("GET", server.url("/blob"), {});
     for await (const _ of first!.body) break;
-    assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+    assert.ok((await readBody((await p.request("GET", server.url("/blob"), {}))!)).bytes.equals(blob));
     assert.equal(server.connections(), 2);
   });
 
-  it("a response framed otherwise (chunked) is left to the general client", async () => {
-    const server = await httpServer((_req, res) => {
-      res.writeHead(200, { "transfer-encoding": "chunked" });
-      res.end(blob.subarray(0, 1000));
+  it("reads chunked bodies (chunks split anywhere across reads), bodies up to the close, and HEAD answers", async () => {
+    const server = await httpServer((req, res) => {
+      if (req.url === "/chunked") {
+        res.writeHead(200, { "transfer-encoding": "chunked" });
+        // Many small writes: chunk sizes, data and CRLFs land across TCP reads.
+        for (let at = 0; at < blob.length; at += 100_003) res.write(blob.subarray(at, at + 100_003));
+        res.end();
+      } else if (req.url === "/close") {
+        res.writeHead(200, { connection: "close" });
+        res.end(blob);
+      } else
+        res.writeHead(200, { "content-length": blob.length }).end(req.method === "HEAD" ? undefined : blob);
     });
-    assert.equal(await pool().get(server.url("/blob"), {}), undefined);
+    const p = pool();
+    assert.ok((await readBody((await p.request("GET", server.url("/chunked"), {}))!)).bytes.equals(blob));
+    assert.ok((await readBody((await p.request("GET", server.url("/close"), {}))!)).bytes.equals(blob));
+    const head = await p.request("HEAD", server.url("/blob"), {});
+    assert.equal(head.headers["content-length"], String(blob.length));
+    assert.equal((await readBody(head)).bytes.length, 0);
+    // The connection kept after the chunked body and the HEAD serves the next request.
+    assert.ok((await readBody((await p.request("GET", server.url("/blob"), {}))!)).bytes.equals(blob));
+  });
+
+  it("a malformed chunked body fails the read", async () => {
+    const bad = await rawServer(
+      Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"),
+    );
+    await assert.rejects(
+      async () => readBody(await pool().request("GET", bad, {})),
+      (err) => (err as { code?: string }).code === "ERR_CHUNKED",
+    );
+    const long = await rawServer(
+      Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n"),
+    );
+    await assert.rejects(
+      async () => readBody(await pool().request("GET", long, {})),
+      (err) => (err as { code?: string }).code === "ERR_CHUNKED",
+    );
   });
 
   it("more bytes than Content-Length, or a body cut short, fail the read", async () => {
     const long = await rawServer(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef"));
     await assert.rejects(
-      async () => readBody((await pool().get(long, {}))!),
+      async () => readBody((await pool().request("GET", long, {}))!),
       (err) => (err as { code?: string }).code === "ERR_UNEXPECTED_DATA",
     );
     const short = await rawServer(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\nabcdef"));
     await assert.rejects(
-      async () => readBody((await pool().get(short, {}))!),
+      async () => readBody((await pool().request("GET", short, {}))!),
       (err) => (err as { code?: string }).code === "ECONNRESET",
     );
   });
@@ -146,7 +178,7 @@ describe("bulk receive against a server", () => {
     );
     const p = pool();
     for (let i = 0; i < 2; i++)
-      assert.ok((await readBody((await p.get(server.url("/blob"), {}))!)).bytes.equals(blob));
+      assert.ok((await readBody((await p.request("GET", server.url("/blob"), {}))!)).bytes.equals(blob));
     assert.equal(server.connections(), 2);
   });
 
@@ -161,7 +193,10 @@ describe("bulk receive against a server", () => {
     });
     const p = pool({ ...options, connections: 2 });
     const bodies = await Promise.all(
-      Array.from({ length: 5 }, async () => (await readBody((await p.get(server.url("/blob"), {}))!)).bytes),
+      Array.from(
+        { length: 5 },
+        async () => (await readBody((await p.request("GET", server.url("/blob"), {}))!)).bytes,
+      ),
     );
     assert.ok(bodies.every((b) => b.equals(blob)));
     assert.equal(peak, 2);

@@ -1,23 +1,24 @@
 /**
- * Bulk transfers: blob GETs and uploads over plain HTTP/1.1 without a fresh buffer
- * per chunk. A response body is read into one reused buffer per connection (the
- * socket's `onread` buffer) and handed out as views, the socket paused until the
- * consumer asks for the next chunk; a request body is written chunk by chunk, each
- * write finished before the next chunk is asked for, so its source can lend them
- * too. undici reads every 64 KiB into a fresh buffer; on a VM where a fresh page
- * costs a fault, receiving a 138 MB layer that way took 0.8–1.2 s of CPU against
- * 0.25 s here.
+ * Our HTTP/1.1 client for plain-http registries (loopback registries, farm caches),
+ * where undici's costs are measured to dominate: loading it takes ~0.15 s at every
+ * start, and it reads every 64 KiB of a body into a fresh buffer, which on a VM
+ * where a fresh page costs a fault took 0.8–1.2 s of CPU for a 138 MB layer
+ * against 0.25 s here. https stays on undici (Node's TLS socket keeps calling
+ * `onread` after it is told to pause, which lending needs).
  *
- * Only for `http:` origins (loopback registries, farm caches): Node's TLS socket
- * keeps calling `onread` after it is told to pause, so a view could be overwritten
- * before it is consumed. Only responses framed by Content-Length are taken; anything
- * else (chunked, read-to-close) answers `undefined`, and the caller asks again
- * through its general client.
+ * Response bodies are read into one reused buffer per connection (the socket's
+ * `onread` buffer) and handed out as views, the socket paused until the consumer
+ * asks for the next chunk: chunks are borrowed, valid until the next read.
+ * Request bodies are written chunk by chunk, each write finished before the next
+ * chunk is asked for, so their source may lend its chunks too. Framing: HEAD and
+ * 1xx/204/304 carry no body; then Transfer-Encoding: chunked, Content-Length, or
+ * (HTTP/1.0 style) the rest of the connection.
  */
 import net from "node:net";
 
-export interface BulkResponse {
+export interface Http1Response {
   statusCode: number;
+  borrowed: true;
   /** Lower-case names; a repeated header is an array, as undici gives it. */
   headers: Record<string, string | string[]>;
   body: BorrowedBody;
@@ -34,7 +35,10 @@ export interface BorrowedBody extends AsyncIterable<Uint8Array> {
   on(event: "error", listener: () => void): unknown;
 }
 
-export interface BulkOptions {
+/** A request body: bytes, or a stream of declared length (read once, never resent). */
+export type Http1Body = Uint8Array | string | { chunks: AsyncIterable<Uint8Array>; length: number };
+
+export interface Http1Options {
   /** Connections per origin at once; further requests wait. */
   connections: number;
   connectMs: number;
@@ -45,6 +49,7 @@ export interface BulkOptions {
 
 const READ_BUFFER = 256 * 1024;
 const MAX_HEAD = 64 * 1024;
+const MAX_CHUNK_LINE = 4096;
 const IDLE_MS = 30_000;
 
 /** An error with a Node-style code, so the client's transient-error rules apply. */
@@ -52,38 +57,43 @@ function connectionError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+type Head = { status: number; headers: Record<string, string | string[]> };
 type Waiter = { resolve: (chunk: Uint8Array | undefined) => void; reject: (err: Error) => void };
 
-type Head = { status: number; headers: Record<string, string | string[]> };
+/** How the body of the response being read ends. */
+type Framing =
+  | { kind: "length"; remaining: number }
+  | { kind: "chunked"; state: "size" | "data" | "data-end" | "trailer"; line: string; left: number }
+  | { kind: "close" };
 
 /** One keep-alive connection: at most one exchange at a time. */
-class BulkConnection {
+class Http1Connection {
   readonly socket: net.Socket;
   /** True once a response has been read on it: a failure before any answer may then be a stale keep-alive. */
   reused = false;
   private phase: "connecting" | "idle" | "head" | "body" | "dead" = "connecting";
+  private method = "GET";
   private head: Buffer[] = [];
   private headSize = 0;
   private onHead: ((head: Head) => void) | undefined;
   private failHead: ((err: Error) => void) | undefined;
   private keepAlive = true;
-  private remaining = 0;
-  /** Every byte of the body has been read (some may still wait in `pending`). */
+  private framing: Framing = { kind: "close" };
+  /** Every byte of the body has been read (some may still wait in `pieces`). */
   private complete = false;
-  private pending: Uint8Array | undefined;
+  /** Body bytes read but not yet handed out: views of the read buffer. */
+  private pieces: Uint8Array[] = [];
   private waiter: Waiter | undefined;
   private failure: Error | undefined;
   private paused = false;
   /** A request body is being written. */
   private sending = false;
-  /** The request in progress has a body (and so cannot be sent again). */
-  private hadBody = false;
 
   constructor(
     host: string,
     port: number,
-    private readonly options: BulkOptions,
-    private readonly release: (conn: BulkConnection, keep: boolean) => void,
+    private readonly options: Http1Options,
+    private readonly release: (conn: Http1Connection, keep: boolean) => void,
   ) {
     const buffer = Buffer.allocUnsafe(READ_BUFFER);
     this.socket = net.connect({
@@ -101,8 +111,8 @@ class BulkConnection {
       if (this.phase === "connecting") this.phase = "idle";
     });
     this.socket.on("error", (err) => this.fail(err));
-    this.socket.on("end", () => this.fail(connectionError("ECONNRESET", "connection closed by the server")));
-    this.socket.on("close", () => this.fail(connectionError("ECONNRESET", "connection closed")));
+    this.socket.on("end", () => this.ended());
+    this.socket.on("close", () => this.ended());
   }
 
   get usable(): boolean {
@@ -111,16 +121,11 @@ class BulkConnection {
 
   /**
    * Sends a request and resolves with the response head; the response body follows
-   * through `next()`. A request body is written chunk by chunk, each write finished
-   * before the next chunk is asked for (so the body may lend its chunks); an answer
-   * that comes before the body is all sent stops the sending.
+   * through `next()`. A streamed body is written chunk by chunk, each write finished
+   * before the next chunk is asked for; an answer that comes before the body is all
+   * sent stops the sending.
    */
-  request(
-    method: string,
-    path: string,
-    headers: Record<string, string>,
-    body?: { chunks: AsyncIterable<Uint8Array>; length: number },
-  ): Promise<Head> {
+  request(method: string, target: string, headers: Record<string, string>, body?: Http1Body): Promise<Head> {
     return new Promise((resolve, reject) => {
       for (const [name, value] of Object.entries(headers)) {
         if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) {
@@ -133,18 +138,26 @@ class BulkConnection {
         return;
       }
       this.phase = "head";
-      this.hadBody = body !== undefined;
+      this.method = method;
       this.head = [];
       this.headSize = 0;
       this.complete = false;
+      this.pieces = [];
       this.onHead = resolve;
       this.failHead = reject;
       this.socket.ref();
       this.socket.setTimeout(this.options.headersMs);
-      let text = `${method} ${path} HTTP/1.1\r\n`;
+      const bytes =
+        typeof body === "string" ? Buffer.from(body) : body instanceof Uint8Array ? body : undefined;
+      const length = bytes ? bytes.length : body ? body.length : undefined;
+      let text = `${method} ${target} HTTP/1.1\r\n`;
       for (const [name, value] of Object.entries(headers)) text += `${name}: ${value}\r\n`;
+      if (length !== undefined) text += `content-length: ${length}\r\n`;
       this.socket.write(`${text}\r\n`, "latin1");
-      if (body) this.sendBody(body.chunks, body.length).catch((err) => this.fail(err as Error));
+      if (bytes && bytes.length > 0) this.socket.write(bytes);
+      else if (body && typeof body === "object" && !(body instanceof Uint8Array)) {
+        this.sendBody(body.chunks, body.length).catch((err) => this.fail(err as Error));
+      }
     });
   }
 
@@ -160,8 +173,9 @@ class BulkConnection {
           return;
         }
         sent += chunk.length;
-        if (sent > length)
+        if (sent > length) {
           throw connectionError("ERR_BODY_LENGTH", `request body longer than its ${length} bytes`);
+        }
         await new Promise<void>((resolve, reject) =>
           this.socket.write(chunk, (err) => (err ? reject(err) : resolve())),
         );
@@ -176,7 +190,7 @@ class BulkConnection {
 
   private onRead(bytes: Buffer): boolean {
     if (this.phase === "head") return this.readHead(bytes);
-    if (this.phase === "body" && !this.complete) return this.deliver(bytes);
+    if (this.phase === "body" && !this.complete) return this.readBody(bytes);
     // Bytes nobody asked for: the stream is out of step.
     this.fail(connectionError("ERR_UNEXPECTED_DATA", "bytes outside any response"));
     return false;
@@ -194,6 +208,8 @@ class BulkConnection {
       return true;
     }
     this.head = [];
+    // Body bytes that came with the head: all in this read (the head did not end before it).
+    const rest = bytes.subarray(bytes.length - (all.length - (end + 4)));
     let head: Head & { http10: boolean };
     try {
       head = parseHead(all.toString("latin1", 0, end));
@@ -201,70 +217,119 @@ class BulkConnection {
       this.fail(err as Error);
       return false;
     }
-    const length = head.headers["content-length"];
-    const framed =
-      head.headers["transfer-encoding"] === undefined && typeof length === "string" && /^\d+$/.test(length);
+    if (head.status < 200) {
+      // 100 Continue and other interim answers: the real one follows.
+      this.headSize = 0;
+      return rest.length > 0 ? this.readHead(rest) : true;
+    }
+    let framing: Framing;
+    try {
+      framing = framingOf(this.method, head);
+    } catch (err) {
+      this.fail(err as Error);
+      return false;
+    }
     const connection = String(head.headers.connection ?? "").toLowerCase();
-    this.keepAlive = head.http10 ? connection.includes("keep-alive") : !connection.includes("close");
+    this.keepAlive =
+      framing.kind !== "close" &&
+      (head.http10 ? connection.includes("keep-alive") : !connection.includes("close"));
+    this.framing = framing;
+    this.phase = "body";
+    this.complete = framing.kind === "length" && framing.remaining === 0;
+    this.socket.setTimeout(this.options.bodyMs);
     const onHead = this.onHead as (head: Head) => void;
     this.onHead = undefined;
     this.failHead = undefined;
-    if (!framed && !this.hadBody) {
-      // Not ours to read (chunked, or until close): the caller asks its general client.
-      this.phase = "dead";
-      this.socket.destroy();
-      onHead({ status: -1, headers: head.headers });
-      return false;
-    }
-    if (!framed) {
-      // The answer to an upload cannot be asked again (its body was read once): its
-      // status and headers stand, its body (an error text at most) is dropped.
-      this.keepAlive = false;
-    }
-    this.phase = "body";
-    this.remaining = framed ? Number(length) : 0;
-    this.complete = this.remaining === 0;
-    this.socket.setTimeout(this.options.bodyMs);
-    if (!framed) {
-      onHead({ status: head.status, headers: head.headers });
-      return false;
-    }
-    // Body bytes that came with the head: all in this read (the head did not end before it).
-    const rest = bytes.subarray(bytes.length - (all.length - (end + 4)));
     onHead({ status: head.status, headers: head.headers });
     if (rest.length === 0) return true;
     if (this.complete) {
       this.fail(connectionError("ERR_UNEXPECTED_DATA", "bytes after the response"));
       return false;
     }
-    return this.deliver(rest);
+    return this.readBody(rest);
   }
 
-  /** Hands a view of the read buffer to the consumer and pauses until it asks again. */
-  private deliver(bytes: Buffer): boolean {
-    if (bytes.length > this.remaining) {
-      this.fail(connectionError("ERR_UNEXPECTED_DATA", "more bytes than Content-Length"));
+  /** Cuts the body's bytes out of a read; pauses while the consumer holds any of them. */
+  private readBody(bytes: Buffer): boolean {
+    try {
+      this.frame(bytes);
+    } catch (err) {
+      this.fail(err as Error);
       return false;
     }
-    this.remaining -= bytes.length;
-    this.complete = this.remaining === 0;
+    if (this.pieces.length === 0) {
+      if (this.complete && this.waiter) {
+        const waiter = this.waiter;
+        this.waiter = undefined;
+        this.finish();
+        waiter.resolve(undefined);
+        return false;
+      }
+      return !this.complete;
+    }
     const waiter = this.waiter;
     this.waiter = undefined;
-    if (waiter) waiter.resolve(bytes);
-    else this.pending = bytes;
+    if (waiter) waiter.resolve(this.pieces.shift());
     this.paused = true;
-    // No timeout while the consumer holds the chunk: its pace is not the server's.
+    // No timeout while the consumer holds the bytes: its pace is not the server's.
     this.socket.setTimeout(0);
     return false;
   }
 
+  private frame(bytes: Buffer): void {
+    const f = this.framing;
+    if (f.kind === "close") {
+      this.pieces.push(bytes);
+      return;
+    }
+    if (f.kind === "length") {
+      if (bytes.length > f.remaining)
+        throw connectionError("ERR_UNEXPECTED_DATA", "more bytes than Content-Length");
+      f.remaining -= bytes.length;
+      this.complete = f.remaining === 0;
+      this.pieces.push(bytes);
+      return;
+    }
+    let at = 0;
+    while (at < bytes.length) {
+      if (this.complete) throw connectionError("ERR_UNEXPECTED_DATA", "bytes after the chunked body");
+      if (f.state === "data") {
+        const n = Math.min(f.left, bytes.length - at);
+        this.pieces.push(bytes.subarray(at, at + n));
+        at += n;
+        f.left -= n;
+        if (f.left === 0) f.state = "data-end";
+        continue;
+      }
+      // A line: a chunk size, the CRLF after a chunk's data, or a trailer.
+      const nl = bytes.indexOf(10, at);
+      const upto = nl < 0 ? bytes.length : nl;
+      f.line += bytes.toString("latin1", at, upto);
+      if (f.line.length > MAX_CHUNK_LINE) throw connectionError("ERR_CHUNKED", "chunk line too long");
+      at = upto;
+      if (nl < 0) break;
+      at++;
+      const line = f.line.endsWith("\r") ? f.line.slice(0, -1) : f.line;
+      f.line = "";
+      if (f.state === "data-end") {
+        if (line !== "") throw connectionError("ERR_CHUNKED", "chunk data longer than its size");
+        f.state = "size";
+      } else if (f.state === "size") {
+        const size = /^([0-9a-fA-F]{1,12})(?:;.*)?$/.exec(line.trim());
+        if (!size)
+          throw connectionError("ERR_CHUNKED", `not a chunk size: ${JSON.stringify(line.slice(0, 40))}`);
+        f.left = Number.parseInt(size[1] as string, 16);
+        f.state = f.left === 0 ? "trailer" : "data";
+      } else if (line === "") {
+        this.complete = true; // the empty line after the trailers
+      }
+    }
+  }
+
   /** The next body chunk (valid until the following call), or undefined at its end. */
   next(): Promise<Uint8Array | undefined> {
-    if (this.pending) {
-      const chunk = this.pending;
-      this.pending = undefined;
-      return Promise.resolve(chunk);
-    }
+    const piece = this.pieces.shift();
+    if (piece) return Promise.resolve(piece);
     if (this.complete) {
       this.finish();
       return Promise.resolve(undefined);
@@ -280,6 +345,19 @@ class BulkConnection {
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
+  }
+
+  /** The server closed its side: the end of a read-to-close body, else a failure. */
+  private ended(): void {
+    if (this.phase === "body" && this.framing.kind === "close" && !this.complete) {
+      this.complete = true;
+      if (this.waiter && this.pieces.length === 0) {
+        const waiter = this.waiter;
+        this.waiter = undefined;
+        waiter.resolve(undefined);
+      }
+    }
+    this.fail(connectionError("ECONNRESET", "connection closed by the server"));
   }
 
   /** The body was read to its end: back to the pool, or closed. */
@@ -301,7 +379,7 @@ class BulkConnection {
 
   /** Drops the connection unless its body was read to the end: unread bytes cannot be skipped cheaply. */
   abandon(): void {
-    if (this.complete && !this.pending) this.finish();
+    if (this.complete && this.pieces.length === 0) this.finish();
     else this.fail(connectionError("ERR_ABORTED", "body abandoned"));
   }
 
@@ -317,24 +395,55 @@ class BulkConnection {
     failHead?.(err);
     const waiter = this.waiter;
     this.waiter = undefined;
-    waiter?.reject(err);
+    if (waiter) {
+      if (this.complete) waiter.resolve(undefined);
+      else waiter.reject(err);
+    }
     this.release(this, false);
   }
+}
+
+/** How a response's body is delimited (RFC 9112 §6.3). */
+function framingOf(method: string, head: Head): Framing {
+  if (method === "HEAD" || head.status === 204 || head.status === 304)
+    return { kind: "length", remaining: 0 };
+  const te = head.headers["transfer-encoding"];
+  if (te !== undefined) {
+    const codings = String(te)
+      .toLowerCase()
+      .split(",")
+      .map((s) => s.trim());
+    if (codings.at(-1) !== "chunked") return { kind: "close" };
+    if (codings.length > 1) {
+      throw connectionError("ERR_TRANSFER_ENCODING", `unsupported Transfer-Encoding ${JSON.stringify(te)}`);
+    }
+    return { kind: "chunked", state: "size", line: "", left: 0 };
+  }
+  const length = head.headers["content-length"];
+  if (length === undefined) return { kind: "close" };
+  const values = (Array.isArray(length) ? length : [length])
+    .flatMap((v) => v.split(","))
+    .map((v) => v.trim());
+  if (!values.every((v) => /^\d+$/.test(v) && v === values[0])) {
+    throw connectionError("ERR_CONTENT_LENGTH", `bad Content-Length ${JSON.stringify(length)}`);
+  }
+  return { kind: "length", remaining: Number(values[0]) };
 }
 
 /** Parses a status line and header lines (no continuation lines: obsolete and refused). */
 export function parseHead(text: string): Head & { http10: boolean } {
   const lines = text.split("\r\n");
   const status = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0] ?? "");
-  if (!status)
+  if (!status) {
     throw connectionError(
       "ERR_BAD_STATUS_LINE",
       `not an HTTP/1.1 status line: ${JSON.stringify(lines[0]?.slice(0, 80))}`,
     );
+  }
   const headers: Record<string, string | string[]> = {};
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");
-    if (colon <= 0 || /[\s]/.test(line.slice(0, colon))) {
+    if (colon <= 0 || /\s/.test(line.slice(0, colon))) {
       throw connectionError("ERR_BAD_HEADER", `not a header line: ${JSON.stringify(line.slice(0, 80))}`);
     }
     const name = line.slice(0, colon).toLowerCase();
@@ -345,28 +454,26 @@ export function parseHead(text: string): Head & { http10: boolean } {
   return { status: Number(status[2]), headers, http10: status[1] === "0" };
 }
 
-/** Keep-alive connections per origin for bulk GETs, at most `connections` busy at once. */
-export class BulkPool {
-  private readonly idle = new Map<string, BulkConnection[]>();
+/** Keep-alive connections per origin, at most `connections` busy at once. */
+export class Http1Pool {
+  private readonly idle = new Map<string, Http1Connection[]>();
   private readonly busy = new Map<string, number>();
   private readonly queue = new Map<string, (() => void)[]>();
   private closed = false;
 
-  constructor(private readonly options: BulkOptions) {}
+  constructor(private readonly options: Http1Options) {}
 
   /**
-   * Sends `method url` (http: only) with an optional body of known length. Resolves
-   * with the response, or undefined when it is not framed by Content-Length (the
-   * caller then asks through its general client). Throws connection errors with
-   * Node-style codes (ECONNRESET, ETIMEDOUT, …), and whatever the body throws.
+   * Sends `method url` (http: only). Throws connection errors with Node-style codes
+   * (ECONNRESET, ETIMEDOUT, …), and whatever a streamed body throws.
    */
   async request(
     method: string,
     url: URL,
     headers: Record<string, string>,
-    body?: { chunks: AsyncIterable<Uint8Array>; length: number },
-  ): Promise<BulkResponse | undefined> {
-    if (url.protocol !== "http:") throw new Error(`bulk transfers are for http: only, not ${url.protocol}`);
+    body?: Http1Body,
+  ): Promise<Http1Response> {
+    if (url.protocol !== "http:") throw new Error(`this client speaks http: only, not ${url.protocol}`);
     const origin = url.host;
     await this.acquire(origin);
     let released = false;
@@ -376,24 +483,31 @@ export class BulkPool {
       this.releaseSlot(origin);
     };
     const target = `${url.pathname}${url.search}`;
-    const all = { host: url.host, ...headers, ...(body ? { "content-length": String(body.length) } : {}) };
+    // The length is the body's own (added by the connection), never a caller's.
+    const sent: Record<string, string> = { host: url.host };
+    for (const [name, value] of Object.entries(headers))
+      if (name.toLowerCase() !== "content-length") sent[name] = value;
+    // As undici does: a method that carries a body says so even when it is empty.
+    if (body === undefined && (method === "POST" || method === "PUT" || method === "PATCH")) body = "";
+    const resendable = body === undefined || typeof body === "string" || body instanceof Uint8Array;
     try {
       for (;;) {
         const conn = this.take(url);
         let head: Head;
         try {
-          head = await conn.request(method, target, all, body);
+          head = await conn.request(method, target, sent, body);
         } catch (err) {
           // A kept-alive connection the server had closed: once more on a new one. Not
-          // with a body, which is read once (the upload code resumes from the session).
-          if (conn.reused && !body) continue;
+          // with a streamed body, which is read once (the upload code resumes it).
+          if (conn.reused && resendable) continue;
           throw err;
         }
-        if (head.status < 0) {
-          done();
-          return undefined;
-        }
-        return { statusCode: head.status, headers: head.headers, body: borrowedBody(conn, done) };
+        return {
+          statusCode: head.status,
+          borrowed: true,
+          headers: head.headers,
+          body: borrowedBody(conn, done),
+        };
       }
     } catch (err) {
       done();
@@ -401,14 +515,10 @@ export class BulkPool {
     }
   }
 
-  get(url: URL, headers: Record<string, string>): Promise<BulkResponse | undefined> {
-    return this.request("GET", url, headers);
-  }
-
-  private take(url: URL): BulkConnection {
+  private take(url: URL): Http1Connection {
     const list = this.idle.get(url.host);
     for (let conn = list?.pop(); conn; conn = list?.pop()) if (conn.usable) return conn;
-    return new BulkConnection(
+    return new Http1Connection(
       url.hostname.replace(/^\[|\]$/g, ""),
       Number(url.port || 80),
       this.options,
@@ -416,7 +526,7 @@ export class BulkPool {
     );
   }
 
-  private returned(origin: string, conn: BulkConnection, keep: boolean): void {
+  private returned(origin: string, conn: Http1Connection, keep: boolean): void {
     const list = this.idle.get(origin) ?? [];
     const at = list.indexOf(conn);
     if (at >= 0) list.splice(at, 1);
@@ -450,7 +560,7 @@ export class BulkPool {
   }
 }
 
-function borrowedBody(conn: BulkConnection, release: () => void): BorrowedBody {
+function borrowedBody(conn: Http1Connection, release: () => void): BorrowedBody {
   let destroyed = false;
   let iterating = false;
   const end = () => {
@@ -478,7 +588,7 @@ function borrowedBody(conn: BulkConnection, release: () => void): BorrowedBody {
       return body;
     },
     [Symbol.asyncIterator]() {
-      if (iterating) throw new Error("a bulk body is read once");
+      if (iterating) throw new Error("a response body is read once");
       iterating = true;
       return {
         async next(): Promise<IteratorResult<Uint8Array>> {
