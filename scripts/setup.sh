@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(ca-certificates git tar zstd pigz gzip cpio time python3 libarchive-tools attr libcap2-bin
+packages=(ca-certificates openssl git tar zstd pigz gzip cpio time python3 libarchive-tools attr libcap2-bin
   mmdebstrap tar-split skopeo podman buildah umoci docker-registry crun fuse-overlayfs
   erofs-utils ostree casync hyperfine)
 missing=()
