@@ -7,7 +7,7 @@
  */
 
 import { parseChunkedAnnotations } from "../compress/footer.js";
-import { type Compression, decodeLayer, encodeLayer } from "../compress/layer.js";
+import type { Compression } from "../compress/layer.js";
 import { RootstockError } from "../errors.js";
 import { readImage } from "../layout/image.js";
 import { serialiseIndex, serialiseManifest } from "../oci/canonical.js";
@@ -114,6 +114,8 @@ async function copyUnderLease(
   ): Promise<Descriptor> => {
     const id = `re-encode ${layer.digest}`;
     progress({ type: "start", id, label: `${compression} ${layer.digest.slice(7, 19)}`, unit: "bytes" });
+    // Loaded only to re-encode (zstd binding, frame workers): a plain copy skips ~30 ms.
+    const { decodeLayer, encodeLayer } = await import("../compress/layer.js");
     const tar = decodeLayer(await source.open(layer), layer, diffId);
     const { blob: out, result } = encodeLayer(tar, {
       compression,
