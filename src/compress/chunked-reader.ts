@@ -50,6 +50,16 @@ export interface ChunkedMetadata {
   fullPullReason?: string;
 }
 
+/**
+ * Frames that the annotations say decompress to `size` bytes: decoded in one call
+ * straight into one buffer of that size (a streaming decode first fills a window
+ * buffer as large as the frame's content, fresh pages every pull); when they do not
+ * fit it exactly, streamed again for the precise error.
+ */
+function decompressExactly(z: Uint8Array, what: string, size: number): Uint8Array {
+  return new ZstdStreamDecoder(what, size).decodeExact(z, size) ?? zstdDecompress(z, what, size);
+}
+
 function chunkedError(msg: string): RootstockError {
   return new RootstockError("CHUNKED_FORMAT", msg);
 }
@@ -145,7 +155,7 @@ export async function readChunkedMetadata(
       `TOC: compressed TOC hashes to ${tocDigest}, manifest-checksum says ${p.tocDigest}`,
     );
   }
-  const tocJson = zstdDecompress(zToc, "TOC", p.tocUncompressedLength);
+  const tocJson = decompressExactly(zToc, "TOC", p.tocUncompressedLength);
   if (tocJson.length !== p.tocUncompressedLength) {
     throw new RootstockError(
       "SIZE_MISMATCH",
@@ -173,7 +183,7 @@ export async function readChunkedMetadata(
       `tar-split: hashes to ${tsDigest}, TOC tarSplitDigest says ${toc.tarSplitDigest}`,
     );
   }
-  const tsJson = zstdDecompress(zTs, "tar-split", ts.uncompressedLength);
+  const tsJson = decompressExactly(zTs, "tar-split", ts.uncompressedLength);
   if (tsJson.length !== ts.uncompressedLength) {
     throw new RootstockError(
       "SIZE_MISMATCH",

@@ -426,7 +426,9 @@ async function storeFile(
           `${what}: frame range ${r.start}-${r.end} was not fetched`,
         );
       const compressed = span.subarray(r.start - spanStart, r.end - spanStart);
-      const decoder = new ZstdStreamDecoder(what);
+      // A zstd context is ~1 ms of fresh pages to set up: reuse them across files.
+      const decoder = idleDecoders.pop() ?? new ZstdStreamDecoder(what);
+      decoder.what = what;
       let taken = 0;
       // Feed the frames in slices so a large file never sits decoded in memory.
       for (let at = 0; at < compressed.length && taken < r.size; at += DECODE_SLICE) {
@@ -447,13 +449,27 @@ async function storeFile(
           "SIZE_MISMATCH",
           `${what}: chunk at ${r.fileOffset} decodes to ${taken} bytes, TOC says ${r.size}`,
         );
+      decoder.reset();
+      idleDecoders.push(decoder);
     }
     const got = hash.digest();
     if (got !== digest)
       throw new RootstockError("DIGEST_MISMATCH", `${what}: content hashes to ${got}, TOC says ${digest}`);
   }
   try {
-    await store.putFile(content(), { digest, size });
+    if (size > SMALL_FILE) await store.putFile(content(), { digest, size });
+    else {
+      // Small files (nearly all of an update) whole, stored in blocking calls.
+      const bytes = Buffer.allocUnsafe(size);
+      let at = 0;
+      for await (const piece of content()) {
+        if (at + piece.length > size)
+          throw new RootstockError("SIZE_MISMATCH", `${what}: chunks decode to more than its ${size} bytes`);
+        bytes.set(piece, at);
+        at += piece.length;
+      }
+      await store.putFile(bytes, { digest, size });
+    }
   } catch (err) {
     // The store's own size/digest check names the object; name the entry instead.
     if (err instanceof RootstockError && !err.message.startsWith(what))
@@ -464,6 +480,9 @@ async function storeFile(
 
 const ZEROS = new Uint8Array(1 << 20);
 const DECODE_SLICE = 256 * 1024;
+/** Files up to this size are decoded whole and stored in one blocking write. */
+const SMALL_FILE = 1 << 20;
+const idleDecoders: ZstdStreamDecoder[] = [];
 
 function short(d: Digest): string {
   return d.slice(7, 19);
