@@ -8,6 +8,7 @@
 
 import { parseChunkedAnnotations } from "../compress/footer.js";
 import type { Compression } from "../compress/layer.js";
+import { forEachLimit } from "../concurrency.js";
 import { RootstockError } from "../errors.js";
 import { readImage } from "../layout/image.js";
 import { serialiseIndex, serialiseManifest } from "../oci/canonical.js";
@@ -64,6 +65,9 @@ export function copyImage(
 ): Promise<CopyReport> {
   return destination.withWrites(() => copyUnderLease(source, destination, tag, opts));
 }
+
+/** Blobs copied at once per image (a registry endpoint limits its connections too). */
+const BLOB_CONCURRENCY = 4;
 
 async function copyUnderLease(
   source: Endpoint,
@@ -144,19 +148,24 @@ async function copyUnderLease(
   const copyManifest = async (desc: Descriptor): Promise<{ descriptor: Descriptor; bytes: Uint8Array }> => {
     const image = await readImage(source, desc);
     const { manifest, config } = image;
-    await blob(manifest.config, "config");
     const wanted = opts.compression;
-    let changed = false;
-    const layers: Descriptor[] = [];
+    const layers: Descriptor[] = [...manifest.layers];
+    // Blobs copied as they are go in parallel (as skopeo's do); re-encodes, which
+    // use every core already, one after another alongside them.
+    const copies: (() => Promise<void>)[] = [() => blob(manifest.config, "config")];
+    const reencodes: number[] = [];
     for (const [i, layer] of manifest.layers.entries()) {
-      if (wanted && layerFormat(layer) !== wanted && !isNondistributable(layer.mediaType)) {
-        layers.push(await reencode(layer, config.rootfs.diff_ids[i]!, wanted));
-        changed = true;
-      } else {
-        await blob(layer, "layer");
-        layers.push(layer);
-      }
+      if (wanted && layerFormat(layer) !== wanted && !isNondistributable(layer.mediaType)) reencodes.push(i);
+      else copies.push(() => blob(layer, "layer"));
     }
+    const results = await Promise.allSettled([
+      forEachLimit(copies, BLOB_CONCURRENCY, (copy) => copy()),
+      forEachLimit(reencodes, 1, async (i) => {
+        layers[i] = await reencode(manifest.layers[i]!, config.rootfs.diff_ids[i]!, wanted!);
+      }),
+    ]);
+    for (const r of results) if (r.status === "rejected") throw r.reason;
+    const changed = reencodes.length > 0;
     if (!changed) return { descriptor: desc, bytes: await source.read(desc) };
     // zstd layers need an OCI manifest; Docker configs are the same JSON under another name.
     const next: ImageManifest = {

@@ -26,6 +26,7 @@ import { parseChunkedAnnotations, SKIPPABLE_HEADER_SIZE } from "../compress/foot
 import { compressionOf, decodeLayer } from "../compress/layer.js";
 import { type FileRanges, fileRanges, type TocEntry } from "../compress/toc.js";
 import { ZstdStreamDecoder } from "../compress/zstd.js";
+import { forEachLimit } from "../concurrency.js";
 import { RootstockError } from "../errors.js";
 import { explodeLayer } from "../layers/explode.js";
 import { assembleFromStore } from "../layers/rebuild.js";
@@ -490,25 +491,4 @@ function short(d: Digest): string {
 
 function unique<T>(items: T[]): T[] {
   return [...new Set(items)];
-}
-
-async function forEachLimit<T>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (next < items.length && !failed) {
-      const item = items[next++] as T;
-      try {
-        await fn(item);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
