@@ -52,7 +52,12 @@ export interface ChunkedLayerResult {
 const MAX_META_FRAME = 8 * 1024 * 1024;
 /** Match-finder tables of the tar-split stream (see ZstdFrameWriter). */
 const METADATA_TABLES = { hashLog: 18, chainLog: 19 };
-const INFLIGHT_LIMIT = 24 * 1024 * 1024;
+/**
+ * Input in flight to the frame workers. 8 MiB keeps both workers busy (two 1 MiB
+ * batches each) and peak RSS ~50 MB under 24 MiB's (measured: default 301–327 vs
+ * 351–362 MB, fast 275–294 vs 314–322 MB; wall time within this VM's noise).
+ */
+const INFLIGHT_LIMIT = 8 * 1024 * 1024;
 
 /** An ordered step for the consumer: maybe frames to write, then bookkeeping. */
 interface Step {
