@@ -25,6 +25,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { selfSignedCertificate } from "./certs.js";
 
 const run = promisify(execFile);
 
@@ -157,25 +158,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   const dir = await mkdtemp(join(tmpdir(), "rootstock-registry-"));
   const port = opts.port ?? (await freePort());
   if (opts.htpasswd) await writeFile(join(dir, "htpasswd"), await htpasswdFile(opts.htpasswd));
-  if (opts.tls) {
-    await run("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-    ]);
-  }
+  if (opts.tls) await selfSignedCertificate(dir, "127.0.0.1", "IP:127.0.0.1");
   const configPath = join(dir, "config.yml");
   await writeFile(configPath, configYaml(dir, port, opts));
   const accessPath = join(dir, "access.log");

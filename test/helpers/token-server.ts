@@ -9,17 +9,14 @@
  *   const reg = await startRegistry({ token: tokens });
  *   tokens.issued   // one entry per token handed out: account and scopes
  */
-import { execFile } from "node:child_process";
 import { createPrivateKey, randomUUID, sign, X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
+import { selfSignedCertificate } from "./certs.js";
 import type { TokenAuthConfig } from "./registry.js";
-
-const run = promisify(execFile);
 
 export interface TokenServerOptions {
   users: Record<string, string>;
@@ -46,23 +43,7 @@ const b64url = (data: Buffer | string): string => Buffer.from(data).toString("ba
 
 export async function startTokenServer(opts: TokenServerOptions): Promise<TokenServer> {
   const dir = await mkdtemp(join(tmpdir(), "rootstock-token-"));
-  const keyPath = join(dir, "key.pem");
-  const certPath = join(dir, "cert.pem");
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    keyPath,
-    "-out",
-    certPath,
-    "-days",
-    "2",
-    "-subj",
-    "/CN=rootstock-test-token-issuer",
-  ]);
+  const { keyPath, certPath } = await selfSignedCertificate(dir, "rootstock-test-token-issuer");
   const key = createPrivateKey(await readFile(keyPath));
   const certDer = new X509Certificate(await readFile(certPath)).raw;
   const issuer = "rootstock-test-issuer";
