@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { RootstockError } from "../errors.js";
 import { readFileChunks } from "../file-chunks.js";
 import type { BlobRef, BlobSink, BlobSource, PutResult } from "../oci/blobs.js";
-import { offerBorrowedChunks } from "../oci/borrow.js";
+import { lendingStream } from "../oci/borrow.js";
 import { type Digest, Digester, digestHex, isDigest, markVerified, verifyDigest } from "../oci/digest.js";
 import { commitIngestFile, inDir, ingest, uniqueName } from "./atomic.js";
 import { sharedHashPool } from "./hashpool.js";
@@ -27,11 +27,9 @@ export function verifiedFileStream(
 ): AsyncGenerator<Uint8Array> {
   // A consumer that accepts borrowed chunks gets them from a ring of four buffers
   // instead of a fresh one per MiB.
-  const lend = { borrowed: false };
-  const stream = markVerified(verifyingFileStream(path, expected, what, lend), expected.digest);
-  return offerBorrowedChunks(stream, () => {
-    lend.borrowed = true;
-  });
+  return lendingStream((lend) =>
+    markVerified(verifyingFileStream(path, expected, what, lend), expected.digest),
+  );
 }
 
 async function* verifyingFileStream(

@@ -27,7 +27,7 @@ import {
   type TarSplitEntry,
 } from "./tarsplit.js";
 import { type FileRanges, fileRanges, parseToc, type Toc, type TocEntry, tocEntryMismatch } from "./toc.js";
-import { ZstdStreamDecoder, zstdDecompress } from "./zstd.js";
+import { releaseDecoder, takeDecoder, zstdDecompress } from "./zstd.js";
 
 /** c/storage's maxTocSize: larger metadata means a full pull. */
 export const MAX_TOC_SIZE = 150 * 1024 * 1024;
@@ -57,7 +57,12 @@ export interface ChunkedMetadata {
  * fit it exactly, streamed again for the precise error.
  */
 function decompressExactly(z: Uint8Array, what: string, size: number): Uint8Array {
-  return new ZstdStreamDecoder(what, size).decodeExact(z, size) ?? zstdDecompress(z, what, size);
+  const decoder = takeDecoder(what);
+  try {
+    return decoder.decodeExact(z, size) ?? zstdDecompress(z, what, size);
+  } finally {
+    releaseDecoder(decoder);
+  }
 }
 
 function chunkedError(msg: string): RootstockError {
@@ -257,9 +262,6 @@ export async function checkTocMatchesTarSplit(toc: Toc, tarSplit: TarSplitEntry[
 /** Chunks up to this size are decoded in one call into an exact-size buffer. */
 const EXACT_DECODE_LIMIT = 16 * 1024 * 1024;
 
-/** Idle decoders: a zstd context per file would dominate verification time. */
-const decoders: ZstdStreamDecoder[] = [];
-
 /**
  * Decodes one file from its frames and verifies its sha256 against the TOC.
  * `read` returns the bytes of one range (e.g. from a ranged GET). Zero chunks are
@@ -280,11 +282,11 @@ export async function* decodeFile(file: FileRanges, read: RangeReader): AsyncGen
     }
     if (r.end <= r.start) throw chunkedError(`${what}: empty frame range at ${r.start}`);
     const compressed = await read(r.start, r.end);
-    const decoder = decoders.pop() ?? new ZstdStreamDecoder(what);
+    const decoder = takeDecoder(what);
     // Fast path: the range decodes to exactly this chunk (the usual case).
     const exact = r.size <= EXACT_DECODE_LIMIT ? decoder.decodeExact(compressed, r.size) : undefined;
     if (exact) {
-      if (decoders.length < 4) decoders.push(decoder);
+      releaseDecoder(decoder);
       digest.update(exact);
       yield exact;
       continue;
@@ -292,7 +294,6 @@ export async function* decodeFile(file: FileRanges, read: RangeReader): AsyncGen
     const out: Uint8Array[] = [];
     // Only `size` bytes count: a range ending at the next entry's offset may hold more (§9.2).
     decoder.reset();
-    decoder.what = what;
     let taken = 0;
     decoder.write(compressed, (c) => {
       if (taken >= r.size) return;
@@ -300,7 +301,7 @@ export async function* decodeFile(file: FileRanges, read: RangeReader): AsyncGen
       taken += piece.length;
       out.push(piece);
     });
-    if (decoders.length < 4) decoders.push(decoder);
+    releaseDecoder(decoder);
     if (taken !== r.size)
       throw new RootstockError(
         "SIZE_MISMATCH",

@@ -93,7 +93,7 @@ const BATCH_BYTES = 512 * 1024;
 const BATCH_JOBS = 256;
 /** A batch's buffer: a part that does not fit sends the batch first (larger parts get one of their own). */
 const INPUT_BUFFER_SIZE = 1024 * 1024;
-/** Enough for every batch in flight (the writer keeps ≤ 24 MiB of input in flight): freed input pages would be faulted in again. */
+/** More than every batch in flight (the writer keeps ≤ 8 MiB of input in flight): freed input pages would be faulted in again. */
 const MAX_FREE_BUFFERS = 48;
 const MAX_FREE_OUTPUTS = 16;
 

@@ -231,6 +231,24 @@ export class ZstdStreamDecoder {
   }
 }
 
+const idleDecoders: ZstdStreamDecoder[] = [];
+
+/**
+ * A decoder from a small shared pool: a zstd context is ~1 ms of fresh pages to set
+ * up, more than decoding a typical file. Give it back with `releaseDecoder`.
+ */
+export function takeDecoder(what: string): ZstdStreamDecoder {
+  const decoder = idleDecoders.pop() ?? new ZstdStreamDecoder(what);
+  decoder.what = what;
+  return decoder;
+}
+
+/** Returns a decoder (any partial frame forgotten) to the pool. */
+export function releaseDecoder(decoder: ZstdStreamDecoder): void {
+  decoder.reset();
+  if (idleDecoders.length < 8) idleDecoders.push(decoder);
+}
+
 /** Up to this size, a decodeAll output bound is allocated whole (unused pages cost nothing). */
 const KNOWN_SIZE_LIMIT = 256 * 1024 * 1024;
 

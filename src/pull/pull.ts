@@ -25,7 +25,7 @@ import { type ChunkedMetadata, readChunkedMetadata } from "../compress/chunked-r
 import { parseChunkedAnnotations, SKIPPABLE_HEADER_SIZE } from "../compress/footer.js";
 import { compressionOf, decodeLayer } from "../compress/layer.js";
 import { type FileRanges, fileRanges, type TocEntry } from "../compress/toc.js";
-import { ZstdStreamDecoder } from "../compress/zstd.js";
+import { releaseDecoder, takeDecoder } from "../compress/zstd.js";
 import { forEachLimit } from "../concurrency.js";
 import { RootstockError } from "../errors.js";
 import { explodeLayer } from "../layers/explode.js";
@@ -427,9 +427,7 @@ async function storeFile(
           `${what}: frame range ${r.start}-${r.end} was not fetched`,
         );
       const compressed = span.subarray(r.start - spanStart, r.end - spanStart);
-      // A zstd context is ~1 ms of fresh pages to set up: reuse them across files.
-      const decoder = idleDecoders.pop() ?? new ZstdStreamDecoder(what);
-      decoder.what = what;
+      const decoder = takeDecoder(what);
       let taken = 0;
       // Feed the frames in slices so a large file never sits decoded in memory.
       for (let at = 0; at < compressed.length && taken < r.size; at += DECODE_SLICE) {
@@ -450,8 +448,7 @@ async function storeFile(
           "SIZE_MISMATCH",
           `${what}: chunk at ${r.fileOffset} decodes to ${taken} bytes, TOC says ${r.size}`,
         );
-      decoder.reset();
-      idleDecoders.push(decoder);
+      releaseDecoder(decoder);
     }
     const got = hash.digest();
     if (got !== digest)
@@ -483,7 +480,6 @@ const ZEROS = new Uint8Array(1 << 20);
 const DECODE_SLICE = 256 * 1024;
 /** Files up to this size are decoded whole and stored in one blocking write. */
 const SMALL_FILE = 1 << 20;
-const idleDecoders: ZstdStreamDecoder[] = [];
 
 function short(d: Digest): string {
   return d.slice(7, 19);

@@ -20,7 +20,7 @@ import {
   retryAfterMs,
   sleep,
 } from "./http.js";
-import { Http1Pool } from "./http1.js";
+import { Http1Pool, type ResponseBody } from "./http1.js";
 import { isInsecureRegistry } from "./registries-conf.js";
 import { Repository } from "./repository.js";
 
@@ -93,12 +93,7 @@ export interface Response {
   /** Body chunks are valid only until the next read (http1.ts); undici's are the reader's to keep. */
   borrowed?: boolean;
   headers: Record<string, string | string[] | undefined>;
-  body: AsyncIterable<Uint8Array> & {
-    readonly destroyed: boolean;
-    destroy(): unknown;
-    dump(): Promise<void>;
-    on(event: "error", listener: () => void): unknown;
-  };
+  body: ResponseBody;
 }
 
 const MAX_REDIRECTS = 5;

@@ -90,7 +90,7 @@ export async function readBounded(
     if (size > max) {
       throw new RootstockError("INVALID_FORMAT", `${what}: larger than the ${max}-byte limit`);
     }
-    // A copy: a bulk body lends its chunks only until the next read.
+    // A copy: a plain-http body (http1.ts) lends its chunks only until the next read.
     chunks.push(Buffer.from(chunk));
   }
   return Buffer.concat(chunks, size);

@@ -21,14 +21,15 @@ export interface Http1Response {
   borrowed: true;
   /** Lower-case names; a repeated header is an array, as undici gives it. */
   headers: Record<string, string | string[]>;
-  body: BorrowedBody;
+  body: ResponseBody;
 }
 
 /**
- * A response body whose chunks are borrowed: each is valid until the next call to
- * the iterator's `next()`, when the buffer behind it is read into again.
+ * A response body, as undici's also is. Here its chunks are borrowed: each is valid
+ * until the next call to the iterator's `next()`, when the buffer behind it is read
+ * into again.
  */
-export interface BorrowedBody extends AsyncIterable<Uint8Array> {
+export interface ResponseBody extends AsyncIterable<Uint8Array> {
   readonly destroyed: boolean;
   destroy(): void;
   dump(): Promise<void>;
@@ -560,7 +561,7 @@ export class Http1Pool {
   }
 }
 
-function borrowedBody(conn: Http1Connection, release: () => void): BorrowedBody {
+function borrowedBody(conn: Http1Connection, release: () => void): ResponseBody {
   let destroyed = false;
   let iterating = false;
   const end = () => {
@@ -568,7 +569,7 @@ function borrowedBody(conn: Http1Connection, release: () => void): BorrowedBody 
     destroyed = true;
     release();
   };
-  const body: BorrowedBody = {
+  const body: ResponseBody = {
     get destroyed() {
       return destroyed;
     },

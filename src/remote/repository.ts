@@ -5,7 +5,7 @@
  * and the upload is only committed when it matches.
  */
 import { RootstockError } from "../errors.js";
-import { acceptBorrowedChunks, offerBorrowedChunks } from "../oci/borrow.js";
+import { acceptBorrowedChunks, lendingStream } from "../oci/borrow.js";
 import {
   type Digest,
   Digester,
@@ -362,11 +362,7 @@ export class Repository {
     // The stream checks size and digest at its end: marked so a store can skip hashing it again.
     // A consumer that accepts borrowed chunks gets a plain-http registry's body as
     // views of one reused buffer (http1.ts); others get copies.
-    const lend = { borrowed: false };
-    const stream = markVerified(this.streamBlob(digest, opts, lend), digest);
-    return offerBorrowedChunks(stream, () => {
-      lend.borrowed = true;
-    });
+    return lendingStream((lend) => markVerified(this.streamBlob(digest, opts, lend), digest));
   }
 
   private async *streamBlob(
