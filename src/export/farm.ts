@@ -19,7 +19,7 @@
  * into one of its files writes into the farm object and every export sharing it.
  * Use `--copy` for a tree that will be modified.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 import {
   type BigIntStats,
   chmodSync,
@@ -32,6 +32,7 @@ import {
   mkdirSync,
   readdirSync,
   rmSync,
+  type Stats,
   unlinkSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -57,15 +58,20 @@ function metadataLine(node: TreeNode): string {
 
 /** Whether an inode has the node's mode, owner and mtime (µs: what utimes can set). */
 export function inodeMatches(
-  st: BigIntStats,
+  st: Stats | BigIntStats,
   node: { mode: number; uid: number; gid: number; mtime: { sec: number; nsec: number } },
 ): boolean {
   if (!st.isFile()) return false;
-  if (Number(st.mode & 0o7777n) !== (node.mode & 0o7777)) return false;
+  if ((Number(st.mode) & 0o7777) !== (node.mode & 0o7777)) return false;
   if (Number(st.uid) !== node.uid || Number(st.gid) !== node.gid) return false;
-  const want = BigInt(node.mtime.sec) * 1_000_000_000n + BigInt(node.mtime.nsec);
-  const diff = st.mtimeNs - want;
-  return diff > -2000n && diff < 2000n;
+  if (typeof st.mtimeMs === "bigint") {
+    const diff =
+      (st as BigIntStats).mtimeNs - (BigInt(node.mtime.sec) * 1_000_000_000n + BigInt(node.mtime.nsec));
+    return diff > -2000n && diff < 2000n;
+  }
+  // A double holds today's times in ms to ~0.25 µs, well inside the 2 µs allowed.
+  const diffMs = st.mtimeMs - (node.mtime.sec * 1e3 + node.mtime.nsec / 1e6);
+  return diffMs > -0.002 && diffMs < 0.002;
 }
 
 export class LinkFarm {
@@ -108,23 +114,18 @@ export class LinkFarm {
       const line = metadataLine(node);
       const variant = seen.get(line) ?? 0;
       seen.set(line, variant + 1);
-      const key = createHash("sha256")
-        .update(variant === 0 ? line : `${line} #${variant}`)
-        .digest("hex");
-      out.set(node, join(this.root, key.slice(0, 2), key.slice(2)));
+      const key = hash("sha256", variant === 0 ? line : `${line} #${variant}`, "hex");
+      out.set(node, `${this.root}/${key.slice(0, 2)}/${key.slice(2)}`);
     }
     return out;
   }
 
   /** The farm object at `path` if it exists with the node's metadata, else undefined. */
   lookup(node: TreeNode, path: string): string | undefined {
-    let st: BigIntStats;
-    try {
-      st = lstatSync(path, { bigint: true });
-    } catch {
-      return undefined;
-    }
-    if (!inodeMatches(st, node) || Number(st.size) !== node.size) {
+    // Plain (not bigint) stats: a farm lookup is one lstat per file of the export.
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (!st) return undefined;
+    if (!inodeMatches(st, node) || st.size !== node.size) {
       // Tampered with (chmod/touch through an export): drop it, it will be made again.
       rmSync(path, { force: true });
       return undefined;

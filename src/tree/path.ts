@@ -4,11 +4,16 @@
  */
 import { RootstockError } from "../errors.js";
 
+/** A name that is not already a tree path: leading or trailing "/", "//", a "." or ".." component, NUL. */
+const NEEDS_NORMALISING = /^\/|\/$|\/\/|(?:^|\/)\.\.?(?:\/|$)|\0|^$/;
+
 /**
  * Normalises an archive or layer name ("./usr/bin/", "/etc//passwd") to a tree path.
  * Rejects names that could escape the root ("..", NUL) with UNSAFE_PATH naming `what`.
  */
 export function normalisePath(name: string, what = name): string {
+  // Most names are already normal: no empty, "." or ".." component, no NUL.
+  if (!NEEDS_NORMALISING.test(name)) return name;
   if (name.includes("\0")) {
     throw new RootstockError("UNSAFE_PATH", `${JSON.stringify(what)}: NUL byte in path`);
   }

@@ -177,6 +177,23 @@ test("the farm is a cache: pruning removes objects no export links, a later expo
   await rm(own, { recursive: true, force: true });
 });
 
+test("a farm object changed through an export (chmod, touch, chown) is dropped and made again", async () => {
+  const first = join(work, "dir-tamper");
+  await exportTo("store:deb:essential", "dir", first);
+  // Writing metadata through a hardlinked export writes the shared farm object.
+  await chmod(join(first, "etc/passwd"), 0o600);
+  await utimes(join(first, "etc/group"), 1, 1);
+  await (await import("node:fs/promises")).chown(join(first, "etc/hostname"), 1234, 1234);
+  const again = join(work, "dir-tamper2");
+  const r = await exportTo("store:deb:essential", "dir", again);
+  assert.equal(r.dir?.farm.made, 3, "the three changed objects are made again");
+  assert.equal((await digestPath(again)).treeDigest, imageDigest);
+  const passwd = await stat(join(again, "etc/passwd"));
+  assert.equal(passwd.mode & 0o7777, 0o644);
+  assert.notEqual(passwd.ino, (await stat(join(first, "etc/passwd"))).ino, "not the changed inode");
+  for (const d of [first, again]) await rm(d, { recursive: true, force: true });
+});
+
 test("podman export of the same image has the image's tree digest (podman adds nothing to a created container)", async (t) => {
   if (!(await hasCommand("podman"))) {
     t.skip("podman is not installed");

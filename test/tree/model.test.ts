@@ -61,6 +61,38 @@ describe("paths", () => {
     );
   });
 
+  it("normalises every short name as a component-by-component walk does (fast path included)", () => {
+    // Every name of up to 5 characters over "/", ".", "a", NUL: covers each shape the
+    // already-normal fast path must send to the full walk.
+    const walk = (name: string): string => {
+      if (name.includes("\0")) return "UNSAFE";
+      const parts: string[] = [];
+      for (const part of name.split("/")) {
+        if (part === "" || part === ".") continue;
+        if (part === "..") return "UNSAFE";
+        parts.push(part);
+      }
+      return parts.join("/");
+    };
+    let names = [""];
+    let checked = 0;
+    for (let len = 0; len <= 5; len++) {
+      for (const name of names) {
+        let got: string;
+        try {
+          got = normalisePath(name);
+        } catch (e) {
+          assert.ok(isRootstockError(e, "UNSAFE_PATH"));
+          got = "UNSAFE";
+        }
+        assert.equal(got, walk(name), JSON.stringify(name));
+        checked++;
+      }
+      names = names.flatMap((n) => ["/", ".", "a", "\0"].map((c) => n + c));
+    }
+    assert.equal(checked, 1365);
+  });
+
   it("sorts by UTF-8 bytes, parents before children", () => {
     const paths = ["a/b", "a", "a-b", "a.b", "\u{1F600}", "\uFF21", "Z"];
     const sorted = [...paths].sort(compareBytes);
