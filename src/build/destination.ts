@@ -84,7 +84,7 @@ export function parseDestination(text: string, endpoint: EndpointOptions): Desti
         const layout = await OciLayout.open(ref.path).catch(() => undefined);
         return layout ? layout.tags() : [];
       }
-      const { registryClient } = await import("../image/endpoint.js");
+      const { registryClient } = await import("../image/registry-endpoint.js");
       const client = registryClient(ref.registry, endpoint.registry);
       try {
         return await client.repository(ref.repository).listTags();

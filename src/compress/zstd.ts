@@ -254,5 +254,22 @@ const KNOWN_SIZE_LIMIT = 256 * 1024 * 1024;
 
 /** Decompresses a complete buffer of frames, up to `maxOutput` bytes. */
 export function zstdDecompress(data: Uint8Array, what: string, maxOutput?: number): Uint8Array {
+  // One frame that declares its size (ours all do) is decoded in one call into that
+  // size, with a pooled context: no streaming window, no growing output buffer.
+  let declared: number | null = null;
+  try {
+    declared = b.getFrameContentSize(data);
+  } catch {
+    // Not a frame header: the streaming decode below words the error.
+  }
+  if (declared !== null && declared <= (maxOutput ?? KNOWN_SIZE_LIMIT)) {
+    const decoder = takeDecoder(what);
+    try {
+      const out = decoder.decodeExact(data, declared);
+      if (out) return out;
+    } finally {
+      releaseDecoder(decoder);
+    }
+  }
   return new ZstdStreamDecoder(what, maxOutput).decodeAll(data);
 }

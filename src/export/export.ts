@@ -19,7 +19,6 @@ import { resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ContentStore } from "../cas/store.js";
-import { encodeLayer } from "../compress/layer.js";
 import { RootstockError } from "../errors.js";
 import type { Endpoint } from "../image/endpoint.js";
 import { summariseTree, type TreeInventory } from "../image/inventory.js";
@@ -34,14 +33,12 @@ import {
   type TreeNode,
   treeDigest,
 } from "../tree/index.js";
-import { writeCpio } from "./cpio.js";
 import type { ExportEntry } from "./entry.js";
 import { type FarmStats, LinkFarm } from "./farm.js";
 import { entriesFromTree } from "./from-tree.js";
 import { type ImageRootfs, type LayerSourceKind, loadImageRootfs } from "./image-rootfs.js";
 import { type OverlaySpec, overlayEntries } from "./overlay.js";
 import { type SafeDirResult, writeDirectory } from "./safe-dir.js";
-import { rootfsTar } from "./tar-out.js";
 
 export const EXPORT_FORMATS = ["dir", "tar", "tar.zst", "cpio", "cpio.zst"] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -143,28 +140,34 @@ export function rootfsLayerEntries(tree: Tree): LayerEntry[] {
   return out;
 }
 
-/** The archive bytes of a tree in an archive format. */
-export function archiveStream(
+/** The archive bytes of a tree in an archive format (each writer loaded when asked for). */
+export async function* archiveStream(
   tree: Tree,
   store: ContentStore,
   format: Exclude<ExportFormat, "dir">,
   opts: { zstdLevel?: number; progress?: ProgressSink; reuseBuffer?: boolean } = {},
-): AsyncIterable<Uint8Array> {
+): AsyncGenerator<Uint8Array> {
   let raw: AsyncIterable<Uint8Array>;
   if (format === "tar" || format === "tar.zst") {
+    const { rootfsTar } = await import("./tar-out.js");
     raw = rootfsTar(rootfsLayerEntries(tree), (d) => store.filePath(d), {
       reuseBuffer: opts.reuseBuffer === true && format === "tar",
       ...(opts.progress ? { progress: opts.progress } : {}),
     });
   } else {
+    const { writeCpio } = await import("./cpio.js");
     const entries = entriesFromTree(tree, (_p, node) => ({
       kind: "path",
       path: store.filePath(node.digest!),
     }));
     raw = writeCpio(entries, opts.progress ? { progress: opts.progress } : {});
   }
-  if (!format.endsWith(".zst")) return raw;
-  return encodeLayer(raw, { compression: "zstd", level: opts.zstdLevel ?? 3 }).blob;
+  if (!format.endsWith(".zst")) {
+    yield* raw;
+    return;
+  }
+  const { encodeLayer } = await import("../compress/layer.js");
+  yield* encodeLayer(raw, { compression: "zstd", level: opts.zstdLevel ?? 3 }).blob;
 }
 
 async function* counting(
@@ -238,7 +241,8 @@ async function dirEntries(
   const farmPath = new Map<TreeNode, string>();
   const missing: Array<[TreeNode, string]> = [];
   const ordered = tree.sortedPaths().map((p) => tree.get(p)!);
-  for (const [node, path] of farm.assign(ordered.filter((n) => nodes.has(n) && farm.canHold(n)))) {
+  // Files with content, device nodes and fifos: whatever this process can make once and link.
+  for (const [node, path] of farm.assign(ordered.filter((n) => farm.canHold(n)))) {
     const found = farm.lookup(node, path);
     if (found) farmPath.set(node, found);
     else missing.push([node, path]);
@@ -246,8 +250,10 @@ async function dirEntries(
   let explodedLayers = 0;
   if (missing.length > 0) {
     // Only the contents the farm lacks are needed (and decoded, when a layer still holds them).
-    explodedLayers = await rootfs.ensureContent(missing.map(([n]) => n.digest!));
-    progress({ type: "start", id: "farm", label: "hardlink farm", total: missing.length, unit: "files" });
+    explodedLayers = await rootfs.ensureContent(
+      missing.filter(([n]) => n.type === "file").map(([n]) => n.digest!),
+    );
+    progress({ type: "start", id: "farm", label: "hardlink farm", total: missing.length, unit: "items" });
     for (const [node, path] of await farm.make(missing, (d) => store.filePath(d))) farmPath.set(node, path);
     progress({ type: "done", id: "farm", summary: `${farm.stats.made} objects made` });
   }
@@ -260,6 +266,11 @@ async function dirEntries(
       ? { kind: "path", path, prepared: true }
       : { kind: "path", path: store.filePath(node.digest!) };
   });
+  for (const entry of entries) {
+    if (entry.type !== "char" && entry.type !== "block" && entry.type !== "fifo") continue;
+    const path = farmPath.get(tree.get(entry.path)!);
+    if (path) entry.content = { kind: "path", path, prepared: true };
+  }
   return { entries, farm: farm.stats, explodedLayers };
 }
 

@@ -38,6 +38,7 @@ import {
 import { join } from "node:path";
 import type { Digest } from "../oci/digest.js";
 import type { TreeNode } from "../tree/index.js";
+import { makeSpecialFiles, type SpecialFile } from "./special-files.js";
 import { setXattrs } from "./xattr.js";
 
 const FARM_VERSION = "v1";
@@ -49,19 +50,58 @@ export interface FarmStats {
   made: number;
 }
 
+/** Node types the farm holds: regular files by content, device nodes and fifos by number. */
+export function farmHolds(node: TreeNode): boolean {
+  return node.type === "file"
+    ? node.size > 0
+    : node.type === "char" || node.type === "block" || node.type === "fifo";
+}
+
 /** The metadata a farm object is keyed by (and checked against before linking). */
 function metadataLine(node: TreeNode): string {
-  let line = `${node.digest} ${(node.mode & 0o7777).toString(8)} ${node.uid} ${node.gid} ${node.mtime.sec} ${node.mtime.nsec}`;
+  const what = node.type === "file" ? node.digest : `${node.type}:${node.devmajor}:${node.devminor}`;
+  let line = `${what} ${(node.mode & 0o7777).toString(8)} ${node.uid} ${node.gid} ${node.mtime.sec} ${node.mtime.nsec}`;
   for (const [name, value] of node.xattrs) line += ` ${name}=${Buffer.from(value).toString("base64")}`;
   return line;
 }
 
-/** Whether an inode has the node's mode, owner and mtime (µs: what utimes can set). */
+/** Linux's dev_t encoding (glibc's gnu_dev_major/minor). */
+function deviceNumbers(rdev: number): [major: number, minor: number] {
+  const high = Math.floor(rdev / 2 ** 32);
+  const low = rdev % 2 ** 32;
+  return [((low >>> 8) & 0xfff) | ((high & ~0xfff) >>> 0), (low & 0xff) | ((low >>> 12) & ~0xff)];
+}
+
+/** Whether an inode is of the node's type (and device numbers) with its mode, owner and mtime (µs: what utimes can set). */
 export function inodeMatches(
   st: Stats | BigIntStats,
-  node: { mode: number; uid: number; gid: number; mtime: { sec: number; nsec: number } },
+  node: {
+    type?: string;
+    mode: number;
+    uid: number;
+    gid: number;
+    mtime: { sec: number; nsec: number };
+    devmajor?: number;
+    devminor?: number;
+  },
 ): boolean {
-  if (!st.isFile()) return false;
+  switch (node.type ?? "file") {
+    case "file":
+      if (!st.isFile()) return false;
+      break;
+    case "fifo":
+      if (!st.isFIFO()) return false;
+      break;
+    case "char":
+    case "block": {
+      if (node.type === "char" ? !st.isCharacterDevice() : !st.isBlockDevice()) return false;
+      const [major, minor] = deviceNumbers(Number(st.rdev));
+      if (major !== (node.devmajor ?? 0) || minor !== (node.devminor ?? 0)) return false;
+      break;
+    }
+    default:
+      return false;
+  }
   if ((Number(st.mode) & 0o7777) !== (node.mode & 0o7777)) return false;
   if (Number(st.uid) !== node.uid || Number(st.gid) !== node.gid) return false;
   if (typeof st.mtimeMs === "bigint") {
@@ -95,7 +135,11 @@ export class LinkFarm {
 
   /** Whether this process can make an inode with the node's metadata at all. */
   canHold(node: TreeNode): boolean {
+    if (!farmHolds(node)) return false;
+    // user.* attributes exist only on files and directories; the writer reports them.
+    if (node.type !== "file" && node.xattrs.length > 0) return false;
     if (this.root_) return true;
+    if (node.type === "char" || node.type === "block") return false;
     if (node.uid !== this.uid || node.gid !== this.gid) return false;
     return node.xattrs.every(([name]) => name.startsWith("user."));
   }
@@ -125,7 +169,7 @@ export class LinkFarm {
     // Plain (not bigint) stats: a farm lookup is one lstat per file of the export.
     const st = lstatSync(path, { throwIfNoEntry: false });
     if (!st) return undefined;
-    if (!inodeMatches(st, node) || st.size !== node.size) {
+    if (!inodeMatches(st, node) || (node.type === "file" && st.size !== node.size)) {
       // Tampered with (chmod/touch through an export): drop it, it will be made again.
       rmSync(path, { force: true });
       return undefined;
@@ -146,10 +190,23 @@ export class LinkFarm {
     const pending: Array<{ node: TreeNode; tmp: string; final: string }> = [];
     const xattrTargets: Array<{ path: string; xattrs: Array<[string, Uint8Array]> }> = [];
     try {
+      const specials: SpecialFile[] = [];
       for (const [node, final] of nodes) {
         const tmp = join(this.tmpDir, `${process.pid}-${randomBytes(6).toString("hex")}`);
-        copyFileSync(contentPath(node.digest!), tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+        if (node.type === "file") {
+          copyFileSync(contentPath(node.digest!), tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+        } else {
+          specials.push({
+            path: tmp,
+            type: node.type as SpecialFile["type"],
+            major: node.devmajor,
+            minor: node.devminor,
+          });
+        }
         pending.push({ node, tmp, final });
+      }
+      await makeSpecialFiles(specials);
+      for (const { node, tmp } of pending) {
         if (this.root_) lchownSync(tmp, node.uid, node.gid);
         if (node.xattrs.length > 0) {
           // Setting user.* attributes needs write permission when not root.

@@ -16,22 +16,22 @@
  * file objects + tar-split + LayerRecord): every later export or digest of any image
  * with that layer then reads the record and no blob at all, and gc keeps the file
  * objects as long as an image references the layer.
+ *
+ * The blob and TOC readers are imported when a layer needs them: the common case, a
+ * layer with a record, loads neither.
  */
 import { existsSync } from "node:fs";
 import type { ContentStore } from "../cas/store.js";
-import { readChunkedMetadata } from "../compress/chunked-reader.js";
 import { parseChunkedAnnotations } from "../compress/footer.js";
-import { decodeLayer } from "../compress/layer.js";
-import { tocEntryFromHeader } from "../compress/toc.js";
 import { RootstockError } from "../errors.js";
 import type { Endpoint } from "../image/endpoint.js";
-import { explodeLayer, layerEntries, layerEntryOf, readLayerRecord } from "../layers/index.js";
+import { layerEntries, layerEntryOf } from "../layers/entries.js";
+import { readLayerRecord } from "../layers/store.js";
 import { type ResolvedImage, readImage } from "../layout/image.js";
 import { type Digest, Digester, EMPTY_SHA256 } from "../oci/digest.js";
 import type { Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
-import { readTar } from "../tar/index.js";
 import { LayerApplier, type LayerEntry, Tree } from "../tree/index.js";
 
 export type LayerSourceKind = "record" | "toc" | "blob";
@@ -83,6 +83,7 @@ async function* layerTar(
   descriptor: Descriptor,
   diffId: Digest,
 ): AsyncGenerator<Uint8Array> {
+  const { decodeLayer } = await import("../compress/layer.js");
   const blob = await source.open({ digest: descriptor.digest, size: descriptor.size });
   yield* decodeLayer(blob, descriptor, diffId);
 }
@@ -97,6 +98,7 @@ async function explode(
 ): Promise<LayerEntry[]> {
   const id = `explode-${descriptor.digest}`;
   progress({ type: "start", id, label: `unpack layer ${descriptor.digest.slice(7, 19)}`, unit: "bytes" });
+  const { explodeLayer } = await import("../layers/explode.js");
   const { record } = await explodeLayer(
     store,
     layerTar(source, descriptor, diffId),
@@ -132,6 +134,7 @@ export async function loadImageRootfs(
     if (record) {
       entries = layerEntries(record);
     } else if (parseChunkedAnnotations(descriptor.annotations)) {
+      const { readChunkedMetadata } = await import("../compress/chunked-reader.js");
       const meta = await readChunkedMetadata(
         (start, end) => source.readRange(descriptor.digest, start, end),
         descriptor,
@@ -184,6 +187,10 @@ export async function loadImageRootfs(
 
 /** Layer entries of a tar stream, files hashed as they pass (nothing stored). */
 export async function hashedEntries(tar: AsyncIterable<Uint8Array>, what: string): Promise<LayerEntry[]> {
+  const [{ readTar }, { tocEntryFromHeader }] = await Promise.all([
+    import("../tar/index.js"),
+    import("../compress/toc.js"),
+  ]);
   const out: LayerEntry[] = [];
   for await (const { header, payload } of readTar(tar)) {
     if (header.nameRaw || header.linknameRaw) {

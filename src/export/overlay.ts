@@ -19,12 +19,11 @@
 import { lstat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import type { ContentStore } from "../cas/store.js";
-import { type TocEntry, tocEntryFromHeader } from "../compress/toc.js";
+import type { TocEntry } from "../compress/toc.js";
 import { RootstockError } from "../errors.js";
-import { layerEntryOf } from "../layers/index.js";
+import { layerEntryOf } from "../layers/entries.js";
 import { EMPTY_SHA256 } from "../oci/digest.js";
 import { type LayerEntry, normalisePath, scan, treeAsLayer } from "../tree/index.js";
-import { detectArchive, readArchive } from "./archive-input.js";
 
 export interface OverlaySpec {
   source: string;
@@ -80,6 +79,11 @@ export async function overlayEntries(spec: OverlaySpec, store: ContentStore): Pr
   }
   if (!st.isFile()) throw new RootstockError("INVALID_ARGUMENT", `${what}: not a file or directory`);
 
+  // Archive readers are loaded only for overlays (every export imports this module).
+  const [{ detectArchive, readArchive }, { tocEntryFromHeader }] = await Promise.all([
+    import("./archive-input.js"),
+    import("../compress/toc.js"),
+  ]);
   const isArchive = await detectArchive(src).then(
     (info) =>
       info.kind === "cpio" || /\.(tar|tar\.gz|tgz|tar\.zst|tzst)$/.test(src) || info.compression !== "none",

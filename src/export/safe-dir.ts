@@ -27,7 +27,6 @@
  * linked only when the object already has the entry's mode, owner, mtime and no
  * xattrs are asked for; otherwise it is copied (reflinked where the filesystem can).
  */
-import { spawn } from "node:child_process";
 import {
   type BigIntStats,
   chmodSync,
@@ -58,6 +57,7 @@ import { RootstockError } from "../errors.js";
 import type { ProgressSink } from "../progress.js";
 import { cleanEntryPath, type ExportEntry, parentPath, pathDepth, sizedContent } from "./entry.js";
 import { inodeMatches } from "./farm.js";
+import { makeSpecialFiles, runTool, type SpecialFile } from "./special-files.js";
 import { setXattrs, type XattrTarget } from "./xattr.js";
 
 export const PARTIAL_SUFFIX = ".rootstock-partial";
@@ -115,26 +115,6 @@ async function lstatOrUndefined(path: string): Promise<BigIntStats | undefined> 
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
-}
-
-function run(cmd: string, args: string[], what: string): Promise<void> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.on("error", (err) =>
-      reject(new RootstockError("TOOL_FAILED", `${what}: ${err.message}`, { cause: err })),
-    );
-    child.on("close", (code) => {
-      if (code === 0) resolvePromise();
-      else
-        reject(
-          new RootstockError("TOOL_FAILED", `${what}: ${stderr.trim().split("\n")[0] ?? `exit ${code}`}`),
-        );
-    });
-  });
 }
 
 /** Whether a store object already is what the entry asks for, so linking it changes nothing. */
@@ -272,7 +252,8 @@ class DirWriter {
       case "block":
       case "fifo":
         await this.clear(path, false);
-        this.specials.push({ path, entry });
+        // A farm object (checked by the farm): linked like a file; otherwise made by mknod.
+        if (!(await this.linkInline(path, abs, entry))) this.specials.push({ path, entry });
         return;
     }
   }
@@ -301,6 +282,8 @@ class DirWriter {
   private async linkInline(_path: string, abs: string, entry: ExportEntry): Promise<boolean> {
     const source = entry.content;
     if (source?.kind !== "path" || this.opts.content === "copy") return false;
+    // Device nodes and fifos come only from the farm, which checked them.
+    if (entry.type !== "file" && !source.prepared) return false;
     if (!source.prepared) {
       let st: BigIntStats;
       try {
@@ -317,7 +300,7 @@ class DirWriter {
       if (code === "EXDEV" || code === "EMLINK" || code === "EPERM") return false;
       throw err;
     }
-    this.result.linked++;
+    if (entry.type === "file") this.result.linked++;
     await this.yieldSometimes();
     return true;
   }
@@ -402,7 +385,7 @@ class DirWriter {
 
   /** Devices and fifos in one mknod run (Node has no mknod), then their metadata. */
   private async makeSpecials(): Promise<void> {
-    const args: string[] = [];
+    const nodes: SpecialFile[] = [];
     const made: Array<{ path: string; entry: ExportEntry }> = [];
     for (const item of this.specials) {
       const { entry } = item;
@@ -414,16 +397,15 @@ class DirWriter {
         });
         continue;
       }
-      const kind = entry.type === "fifo" ? "p" : entry.type === "char" ? "c" : "b";
-      args.push(this.abs(item.path), kind, String(entry.devmajor ?? 0), String(entry.devminor ?? 0));
+      nodes.push({
+        path: this.abs(item.path),
+        type: entry.type as SpecialFile["type"],
+        major: entry.devmajor ?? 0,
+        minor: entry.devminor ?? 0,
+      });
       made.push(item);
     }
-    for (let i = 0; i < args.length; i += 4000) {
-      // The script runs `mknod -m 0 PATH TYPE [MAJOR MINOR]` per quadruple; a fifo takes no numbers.
-      const script =
-        'while [ $# -gt 0 ]; do if [ "$2" = p ]; then mknod -m 0 -- "$1" p; else mknod -m 0 -- "$1" "$2" "$3" "$4"; fi || exit 1; shift 4; done';
-      await run("sh", ["-c", script, "sh", ...args.slice(i, i + 4000)], "mknod");
-    }
+    await makeSpecialFiles(nodes);
     for (const { path, entry } of made) {
       const abs = this.abs(path);
       await this.applyOwner(path, abs, entry);
@@ -532,7 +514,7 @@ export async function writeDirectory(
       if (++count % 1000 === 0) progress?.({ type: "advance", id: "export-dir", current: count });
     }
     await writer.finish();
-    if (opts.durable ?? true) await run("sync", ["-f", partial ?? targetPath], "sync");
+    if (opts.durable ?? true) await runTool("sync", ["-f", partial ?? targetPath], "sync");
   } catch (err) {
     // Let writes in flight end before removing anything under them.
     await writer.drain().catch(() => {});

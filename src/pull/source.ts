@@ -6,7 +6,7 @@
  */
 import { open } from "node:fs/promises";
 import { RootstockError } from "../errors.js";
-import { registryClient } from "../image/endpoint.js";
+import { registryClient } from "../image/registry-endpoint.js";
 import { OciLayout } from "../layout/layout.js";
 import type { BlobRef } from "../oci/blobs.js";
 import type { Digest } from "../oci/digest.js";

@@ -337,4 +337,22 @@ describe("zstdDecompress", () => {
       (e: unknown) => isRootstockError(e, "COMPRESSION"),
     );
   });
+
+  it("decodes one frame that declares its size in one call, and still refuses what is wrong with it", () => {
+    const one = zstdCompress(first, 3);
+    assert.deepEqual(Buffer.from(zstdDecompress(one, "t")), first);
+    assert.deepEqual(Buffer.from(zstdDecompress(one, "t", first.length)), first);
+    assert.throws(
+      () => zstdDecompress(one, "t", first.length - 1),
+      (e: unknown) => isRootstockError(e, "SIZE_MISMATCH"),
+    );
+    assert.throws(
+      () => zstdDecompress(one.subarray(0, one.length - 1), "t"),
+      (e: unknown) => isRootstockError(e, "COMPRESSION") && /truncated/.test(String(e)),
+    );
+    assert.throws(
+      () => zstdDecompress(Buffer.concat([one, Buffer.from("trailing garbage")]), "t"),
+      (e: unknown) => isRootstockError(e, "COMPRESSION"),
+    );
+  });
 });

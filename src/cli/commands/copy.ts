@@ -55,7 +55,7 @@ export const registerCopy: RegisterCommand = (program, context) => {
     .description("list the tags of a repository")
     .argument("<repo>", "docker://HOST/REPO | oci:PATH | store:REPO")
     .action(async (repoText: string) => {
-      const { registryClient } = await import("../../image/endpoint.js");
+      const { registryClient } = await import("../../image/registry-endpoint.js");
       const ctx = context();
       const ref = parseReference(repoText);
       let tags: string[];
