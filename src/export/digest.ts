@@ -49,7 +49,10 @@ export async function digestImage(
 ): Promise<DigestResult> {
   const rootfs = await loadImageRootfs(source, store, opts);
   return {
-    ...result("image", source.name, rootfs.tree),
+    kind: "image",
+    target: source.name,
+    treeDigest: rootfs.treeDigest ?? treeDigest(rootfs.tree),
+    inventory: summariseTree(rootfs.tree),
     image: {
       digest: rootfs.image.descriptor.digest,
       layers: rootfs.layers.map((l) => ({ digest: l.descriptor.digest, via: l.via })),

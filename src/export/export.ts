@@ -74,6 +74,8 @@ export interface ExportResult {
   bytes?: number;
   /** File objects the export had to unpack from layer blobs first. */
   explodedLayers: number;
+  /** The image's merged tree came from the store's cache (tree-cache.ts). */
+  treeFromCache: boolean;
   dir?: SafeDirResult & { farm: FarmStats };
 }
 
@@ -303,9 +305,12 @@ async function exportUnderLease(
   const base = {
     format: opts.format,
     image: rootfs.image.descriptor.digest,
-    treeDigest: treeDigest(tree),
+    // The image's own digest is known when its tree is cached; overlays change the tree.
+    treeDigest:
+      (opts.overlays?.length ?? 0) === 0 && rootfs.treeDigest ? rootfs.treeDigest : treeDigest(tree),
     inventory: summariseTree(tree),
     layers: rootfs.layers.map((l) => ({ digest: l.descriptor.digest, via: l.via, exploded: l.exploded })),
+    treeFromCache: rootfs.fromCache,
     overlays: opts.overlays?.length ?? 0,
   };
   if (opts.format === "dir") {

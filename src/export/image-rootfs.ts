@@ -32,7 +32,8 @@ import { type Digest, Digester, EMPTY_SHA256 } from "../oci/digest.js";
 import type { Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
-import { LayerApplier, type LayerEntry, Tree } from "../tree/index.js";
+import { LayerApplier, type LayerEntry, Tree, treeDigest } from "../tree/index.js";
+import { readCachedTree, writeCachedTree } from "./tree-cache.js";
 
 export type LayerSourceKind = "record" | "toc" | "blob";
 
@@ -51,6 +52,10 @@ export interface ImageRootfs {
   image: ResolvedImage;
   /** The merged tree; every file node has its digest. */
   tree: Tree;
+  /** The tree digest of `tree` as loaded, when known (every layer recorded). */
+  treeDigest?: Digest;
+  /** Whether the tree was read from the store's cache of this image (tree-cache.ts). */
+  fromCache: boolean;
   layers: LayerInfo[];
   /**
    * Makes every digest in `wanted` a file object in the store, exploding only the
@@ -122,9 +127,40 @@ export async function loadImageRootfs(
 ): Promise<ImageRootfs> {
   const progress = opts.progress ?? silentProgress;
   const image = await readImage(source, await source.resolveRoot(), opts.platform);
+  const diffIds = image.config.rootfs.diff_ids as Digest[];
+  const manifest = image.descriptor.digest;
+  // Every layer recorded: its file objects are in the store, and the merged tree may be cached.
+  if (image.manifest.layers.every((d) => existsSync(store.metaPath(d.digest)))) {
+    const cached = await readCachedTree(store, manifest);
+    if (cached) {
+      return {
+        image,
+        tree: cached.tree,
+        treeDigest: cached.treeDigest,
+        fromCache: true,
+        layers: image.manifest.layers.map((descriptor, i) => ({
+          descriptor,
+          diffId: diffIds[i]!,
+          via: "record",
+          exploded: false,
+          files: new Set(),
+        })),
+        ensureContent: async (wanted) => {
+          for (const d of wanted) {
+            if (d !== EMPTY_SHA256 && !existsSync(store.filePath(d))) {
+              throw new RootstockError(
+                "STORE_CORRUPT",
+                `image ${manifest}: file object ${d} of its layer records is missing (run fsck)`,
+              );
+            }
+          }
+          return 0;
+        },
+      };
+    }
+  }
   const tree = new Tree();
   const layers: LayerInfo[] = [];
-  const diffIds = image.config.rootfs.diff_ids as Digest[];
   for (const [i, descriptor] of image.manifest.layers.entries()) {
     const diffId = diffIds[i]!;
     let entries: LayerEntry[] | undefined;
@@ -182,7 +218,15 @@ export async function loadImageRootfs(
       throw new RootstockError("INTERNAL", `no layer holds file content ${[...missing][0]}`);
     return count;
   };
-  return { image, tree, layers, ensureContent };
+  let digest: Digest | undefined;
+  if (layers.every((l) => l.via === "record" || l.exploded)) {
+    digest = treeDigest(tree);
+    await writeCachedTree(store, manifest, tree, digest).catch((err: NodeJS.ErrnoException) => {
+      // Only a cache: a store that cannot take it (read-only, full) still exports.
+      if (!["EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT"].includes(err.code ?? "")) throw err;
+    });
+  }
+  return { image, tree, ...(digest ? { treeDigest: digest } : {}), fromCache: false, layers, ensureContent };
 }
 
 /** Layer entries of a tar stream, files hashed as they pass (nothing stored). */

@@ -6,7 +6,7 @@
 import { RootstockError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 import type { TarTime } from "../tar/types.js";
-import { compareBytes, isInside, parentPath } from "./path.js";
+import { compareBytes, isInside, normalisePath, parentPath } from "./path.js";
 
 export type NodeType = "file" | "dir" | "symlink" | "char" | "block" | "fifo";
 
@@ -61,6 +61,42 @@ export class Tree {
     if (root.type !== "dir") throw new RootstockError("INTERNAL", "tree root must be a directory");
     this.#nodes.set("", root);
     this.#children.set("", new Set());
+  }
+
+  /**
+   * A tree from entries already in `sortedPaths` order, the root first (a tree read
+   * back from a cache): one pass, no sort. Paths must be normal, strictly increasing,
+   * and each parent a directory listed earlier; anything else is INVALID_FORMAT.
+   */
+  static fromSorted(entries: ReadonlyArray<readonly [string, TreeNode]>): Tree {
+    const first = entries[0];
+    if (first?.[0] !== "" || first[1].type !== "dir") {
+      throw new RootstockError("INVALID_FORMAT", "a sorted tree starts with its root directory");
+    }
+    const tree = new Tree(first[1]);
+    const paths: string[] = [""];
+    for (let i = 1; i < entries.length; i++) {
+      const [path, node] = entries[i]!;
+      if (normalisePath(path) !== path || path === "" || compareBytes(paths[i - 1]!, path) >= 0) {
+        throw new RootstockError(
+          "INVALID_FORMAT",
+          `${JSON.stringify(path)}: not a normal path in byte order`,
+        );
+      }
+      const siblings = tree.#children.get(parentPath(path));
+      if (!siblings) {
+        throw new RootstockError(
+          "INVALID_FORMAT",
+          `${JSON.stringify(path)}: parent is not a directory listed earlier`,
+        );
+      }
+      tree.#nodes.set(path, node);
+      siblings.add(path);
+      if (node.type === "dir") tree.#children.set(path, new Set());
+      paths.push(path);
+    }
+    tree.#sorted = paths;
+    return tree;
   }
 
   get size(): number {

@@ -1,0 +1,177 @@
+/**
+ * An image's merged tree, kept in the store once every layer has a record: a
+ * metadata document keyed by the image's manifest digest, its rows in one zstd
+ * blob, with the tree digest. Every later export or digest of the image reads that
+ * one blob instead of reading each layer record, merging the layers and hashing the
+ * tree again (the reference image: ~60 ms instead of ~250).
+ *
+ * The tree is a pure function of the manifest (its layers, in order), so the cache
+ * never goes stale; gc keeps it exactly as long as the manifest is reachable, and
+ * drops it with the image. A cache that does not read back as a tree is STORE_CORRUPT,
+ * like a bad layer record. Rows are in `sortedPaths` order, so reading needs no sort:
+ *
+ *   [path, type, mode, uid, gid, mtime s, mtime ns, size, sha256 hex | "",
+ *    link target | "", major, minor, [[xattr name, base64 value]...], same]
+ *
+ * `same` is the index of an earlier row whose node this path shares (a hard link), or -1.
+ */
+import type { ContentStore } from "../cas/store.js";
+import { zstdCompress, zstdDecompress } from "../compress/zstd.js";
+import { RootstockError } from "../errors.js";
+import { type Digest, isDigest } from "../oci/digest.js";
+import { type NodeType, Tree, type TreeNode, type Xattr } from "../tree/index.js";
+
+const KIND = "rootstock image tree";
+const VERSION = 1;
+
+interface CacheDocument {
+  kind: typeof KIND;
+  version: number;
+  treeDigest: Digest;
+  rows: { digest: Digest; size: number };
+}
+
+type Row = [
+  path: string,
+  type: NodeType,
+  mode: number,
+  uid: number,
+  gid: number,
+  sec: number,
+  nsec: number,
+  size: number,
+  digestHex: string,
+  linkTarget: string,
+  major: number,
+  minor: number,
+  xattrs: Array<[string, string]>,
+  same: number,
+];
+
+const TYPES = new Set<string>(["file", "dir", "symlink", "char", "block", "fifo"]);
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export interface CachedTree {
+  tree: Tree;
+  treeDigest: Digest;
+}
+
+function rowsOf(tree: Tree): Row[] {
+  const index = new Map<TreeNode, number>();
+  return tree.sortedPaths().map((path, i): Row => {
+    const node = tree.get(path)!;
+    const same = index.get(node);
+    if (same === undefined) index.set(node, i);
+    return [
+      path,
+      node.type,
+      node.mode,
+      node.uid,
+      node.gid,
+      node.mtime.sec,
+      node.mtime.nsec,
+      node.size,
+      node.digest ? node.digest.slice(7) : "",
+      node.linkTarget ?? "",
+      node.devmajor,
+      node.devminor,
+      node.xattrs.map(([name, value]) => [name, Buffer.from(value).toString("base64")]),
+      same ?? -1,
+    ];
+  });
+}
+
+function isCount(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}
+
+function nodeOf(row: unknown, i: number, what: string): TreeNode {
+  const fail = (why: string): never => {
+    throw new RootstockError("STORE_CORRUPT", `${what}: row ${i}: ${why}`);
+  };
+  if (!Array.isArray(row) || row.length !== 14) return fail("not a row");
+  const [path, type, mode, uid, gid, sec, nsec, size, hex, link, major, minor, xattrs] = row as Row;
+  if (typeof path !== "string") fail("no path");
+  if (!TYPES.has(type)) fail(`type ${JSON.stringify(type)}`);
+  if (![mode, uid, gid, size, major, minor, nsec].every(isCount) || !Number.isSafeInteger(sec))
+    fail("bad number");
+  if (mode > 0o7777 || nsec >= 1e9) fail("mode or time out of range");
+  if (typeof hex !== "string" || typeof link !== "string" || !Array.isArray(xattrs)) fail("bad field");
+  const node: TreeNode = {
+    type,
+    mode,
+    uid,
+    gid,
+    mtime: { sec, nsec },
+    size: type === "file" ? size : 0,
+    devmajor: major,
+    devminor: minor,
+    xattrs: xattrs.map((x): Xattr => {
+      if (!Array.isArray(x) || typeof x[0] !== "string" || typeof x[1] !== "string") return fail("bad xattr");
+      return [x[0], Buffer.from(x[1], "base64")];
+    }),
+  };
+  if (type === "file") {
+    if (!HEX64.test(hex)) fail("file without sha256");
+    node.digest = `sha256:${hex}`;
+  }
+  if (type === "symlink") node.linkTarget = link;
+  return node;
+}
+
+/** The cached tree of the image with manifest `manifest`, or undefined when none is kept. */
+export async function readCachedTree(store: ContentStore, manifest: Digest): Promise<CachedTree | undefined> {
+  const doc = await store.getMeta<CacheDocument>(manifest);
+  const data = doc?.data;
+  if (!data || data.kind !== KIND || data.version !== VERSION) return undefined;
+  const what = `image tree cache ${manifest}`;
+  if (!isDigest(data.treeDigest) || !data.rows || !isDigest(data.rows.digest)) {
+    throw new RootstockError("STORE_CORRUPT", `${what}: malformed document`);
+  }
+  const z = await store.readBlob(data.rows, 1 << 30);
+  let rows: unknown;
+  try {
+    rows = JSON.parse(Buffer.from(zstdDecompress(z, what)).toString("utf8"));
+  } catch (err) {
+    throw new RootstockError("STORE_CORRUPT", `${what}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!Array.isArray(rows)) throw new RootstockError("STORE_CORRUPT", `${what}: rows are not a list`);
+  const entries: Array<[string, TreeNode]> = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i] as Row;
+    const same = row?.[13];
+    if (Number.isSafeInteger(same) && same >= 0) {
+      // A hard link: the very node of an earlier row (of the same type, not a directory).
+      const earlier = same < i ? entries[same] : undefined;
+      if (!earlier || earlier[1].type === "dir" || typeof row[0] !== "string") {
+        throw new RootstockError("STORE_CORRUPT", `${what}: row ${i}: bad hard link`);
+      }
+      entries[i] = [row[0], earlier[1]];
+    } else {
+      entries[i] = [row?.[0] as string, nodeOf(row, i, what)];
+    }
+  }
+  try {
+    return { tree: Tree.fromSorted(entries), treeDigest: data.treeDigest };
+  } catch (err) {
+    throw new RootstockError("STORE_CORRUPT", `${what}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Keeps `tree` (with its tree digest) as the merged tree of manifest `manifest`. Call
+ * it only when every layer of the image has a record in the store: the cache is read
+ * instead of those records, and relies on them for the file objects.
+ */
+export async function writeCachedTree(
+  store: ContentStore,
+  manifest: Digest,
+  tree: Tree,
+  treeDigest: Digest,
+): Promise<void> {
+  await store.withLease(async () => {
+    const rows = await store.putBlob(zstdCompress(Buffer.from(JSON.stringify(rowsOf(tree))), 3));
+    const data: CacheDocument = { kind: KIND, version: VERSION, treeDigest, rows };
+    await store.putMeta<CacheDocument>(manifest, { blobs: [rows.digest], data });
+  });
+}
