@@ -48,6 +48,7 @@ export async function digestImage(
   opts: { platform?: Platform; progress?: ProgressSink } = {},
 ): Promise<DigestResult> {
   const rootfs = await loadImageRootfs(source, store, opts);
+  await rootfs.keepTree();
   return {
     kind: "image",
     target: source.name,

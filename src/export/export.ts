@@ -97,7 +97,8 @@ export async function exportTree(
     storeBlobContent: opts.storeBlobContent ?? true,
     ...(opts.progress ? { progress: opts.progress } : {}),
   });
-  const tree = rootfs.tree;
+  // Overlays go on a copy: rootfs.tree stays the image's own tree (keepTree caches it).
+  const tree = opts.overlays?.length ? rootfs.tree.clone() : rootfs.tree;
   for (const spec of opts.overlays ?? []) {
     const applier = new LayerApplier(tree);
     for (const entry of await overlayEntries(spec, store)) applier.add(entry);
@@ -302,12 +303,12 @@ async function exportUnderLease(
     ...(opts.platform ? { platform: opts.platform } : {}),
     progress,
   });
+  // Without overlays the tree is the image's: its digest may be cached, or is kept with it.
+  const digest = tree === rootfs.tree ? (rootfs.treeDigest ??= treeDigest(tree)) : treeDigest(tree);
   const base = {
     format: opts.format,
     image: rootfs.image.descriptor.digest,
-    // The image's own digest is known when its tree is cached; overlays change the tree.
-    treeDigest:
-      (opts.overlays?.length ?? 0) === 0 && rootfs.treeDigest ? rootfs.treeDigest : treeDigest(tree),
+    treeDigest: digest,
     inventory: summariseTree(tree),
     layers: rootfs.layers.map((l) => ({ digest: l.descriptor.digest, via: l.via, exploded: l.exploded })),
     treeFromCache: rootfs.fromCache,
@@ -327,6 +328,8 @@ async function exportUnderLease(
       durable: opts.durable ?? true,
       progress,
     });
+    // Every layer now has a record (contents were needed): the next export reads the tree.
+    await rootfs.keepTree();
     return { ...base, output: dir.target, explodedLayers, dir: { ...dir, farm } };
   }
   const explodedLayers = await rootfs.ensureContent([...fileNodes(tree)].map((n) => n.digest!));
@@ -339,5 +342,6 @@ async function exportUnderLease(
     opts.output,
     opts.force ?? false,
   );
+  await rootfs.keepTree();
   return { ...base, ...written, explodedLayers };
 }

@@ -56,6 +56,12 @@ export interface ImageRootfs {
   treeDigest?: Digest;
   /** Whether the tree was read from the store's cache of this image (tree-cache.ts). */
   fromCache: boolean;
+  /**
+   * Keeps `tree` in the store's cache once every layer has a record (call it after
+   * `ensureContent`, which may have exploded the rest, and before changing `tree`).
+   * Sets `treeDigest` on the way.
+   */
+  keepTree(): Promise<void>;
   layers: LayerInfo[];
   /**
    * Makes every digest in `wanted` a file object in the store, exploding only the
@@ -138,6 +144,7 @@ export async function loadImageRootfs(
         tree: cached.tree,
         treeDigest: cached.treeDigest,
         fromCache: true,
+        keepTree: async () => {},
         layers: image.manifest.layers.map((descriptor, i) => ({
           descriptor,
           diffId: diffIds[i]!,
@@ -218,15 +225,22 @@ export async function loadImageRootfs(
       throw new RootstockError("INTERNAL", `no layer holds file content ${[...missing][0]}`);
     return count;
   };
-  let digest: Digest | undefined;
-  if (layers.every((l) => l.via === "record" || l.exploded)) {
-    digest = treeDigest(tree);
-    await writeCachedTree(store, manifest, tree, digest).catch((err: NodeJS.ErrnoException) => {
-      // Only a cache: a store that cannot take it (read-only, full) still exports.
-      if (!["EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT"].includes(err.code ?? "")) throw err;
-    });
-  }
-  return { image, tree, ...(digest ? { treeDigest: digest } : {}), fromCache: false, layers, ensureContent };
+  const rootfs: ImageRootfs = {
+    image,
+    tree,
+    fromCache: false,
+    layers,
+    ensureContent,
+    async keepTree() {
+      if (!layers.every((l) => l.via === "record" || l.exploded)) return;
+      rootfs.treeDigest ??= treeDigest(tree);
+      await writeCachedTree(store, manifest, tree, rootfs.treeDigest).catch((err: NodeJS.ErrnoException) => {
+        // Only a cache: a store that cannot take it (read-only, full) still exports.
+        if (!["EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT"].includes(err.code ?? "")) throw err;
+      });
+    },
+  };
+  return rootfs;
 }
 
 /** Layer entries of a tar stream, files hashed as they pass (nothing stored). */

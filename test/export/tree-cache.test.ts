@@ -5,6 +5,7 @@
  * exports of a store image use it from their second time on, with the same results.
  */
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ContentStore } from "../../src/cas/store.js";
@@ -12,6 +13,7 @@ import { zstdCompress } from "../../src/compress/zstd.js";
 import { isRootstockError } from "../../src/errors.js";
 import { digestImage, digestPath } from "../../src/export/digest.js";
 import { exportImage } from "../../src/export/export.js";
+import type { OverlaySpec } from "../../src/export/overlay.js";
 import { readCachedTree, writeCachedTree } from "../../src/export/tree-cache.js";
 import { openEndpoint } from "../../src/image/endpoint.js";
 import { importTarball } from "../../src/image/import.js";
@@ -164,27 +166,41 @@ describe("image tree cache", () => {
       const dest = await openEndpoint(parseReference("store:deb:e"), { storeDir });
       const imported = await importTarball(await debianRootfsTar("essential"), dest, "e");
       await dest.close();
-      const exportTo = async (format: "dir" | "tar", output: string) => {
+      const exportTo = async (format: "dir" | "tar", output: string, overlays: OverlaySpec[] = []) => {
         const source = await openEndpoint(parseReference("store:deb:e"), { storeDir });
         try {
           const store = await ContentStore.open(storeDir, { durability: "batch" });
-          return await exportImage(source, store, { format, output, durable: false });
+          return await exportImage(source, store, { format, output, durable: false, overlays });
         } finally {
           await source.close();
         }
       };
-      const first = await exportTo("tar", join(dir, "1.tar")); // explodes the layer: records from now on
-      const second = await exportTo("tar", join(dir, "2.tar")); // merges the records, keeps the tree
-      const third = await exportTo("tar", join(dir, "3.tar"));
+      // The first export has an overlay: what it keeps is the image's tree, not its own.
+      await writeFile(join(dir, "motd"), "farm\n");
+      const overlaid = await exportTo("tar", join(dir, "0.tar"), [
+        { source: join(dir, "motd"), dest: "/etc/motd" },
+      ]);
+      assert.notEqual(overlaid.treeDigest, imported.treeDigest);
+      const first = await exportTo("tar", join(dir, "1.tar"));
+      const second = await exportTo("tar", join(dir, "2.tar"));
       assert.deepEqual(
-        [first.treeFromCache, second.treeFromCache, third.treeFromCache],
-        [false, false, true],
+        [overlaid.treeFromCache, first.treeFromCache, second.treeFromCache],
+        [false, true, true],
       );
-      for (const r of [first, second, third]) assert.equal(r.treeDigest, imported.treeDigest);
+      for (const r of [first, second]) assert.equal(r.treeDigest, imported.treeDigest);
+      const again = await exportTo("tar", join(dir, "3.tar"), [
+        { source: join(dir, "motd"), dest: "/etc/motd" },
+      ]);
+      assert.equal(again.treeFromCache, true);
+      assert.equal(again.treeDigest, overlaid.treeDigest, "an overlay on a cached tree");
       const { readFile } = await import("node:fs/promises");
       assert.ok(
-        (await readFile(join(dir, "3.tar"))).equals(await readFile(join(dir, "1.tar"))),
+        (await readFile(join(dir, "2.tar"))).equals(await readFile(join(dir, "1.tar"))),
         "same tar bytes",
+      );
+      assert.ok(
+        (await readFile(join(dir, "3.tar"))).equals(await readFile(join(dir, "0.tar"))),
+        "with overlay too",
       );
       const d = await exportTo("dir", join(dir, "d"));
       assert.equal(d.treeFromCache, true);
