@@ -304,7 +304,8 @@ async function exportUnderLease(
     progress,
   });
   // Without overlays the tree is the image's: its digest may be cached, or is kept with it.
-  const digest = tree === rootfs.tree ? (rootfs.treeDigest ??= treeDigest(tree)) : treeDigest(tree);
+  if (tree === rootfs.tree) rootfs.treeDigest ??= treeDigest(tree);
+  const digest = tree === rootfs.tree ? rootfs.treeDigest! : treeDigest(tree);
   const base = {
     format: opts.format,
     image: rootfs.image.descriptor.digest,
