@@ -14,7 +14,14 @@ import { RootstockError } from "../errors.js";
 import type { ProgressSink } from "../progress.js";
 import type { TarEntryType, TarHeader } from "../tar/types.js";
 import { ByteReader } from "./byte-reader.js";
-import { cleanEntryPath, comparePaths, type ExportEntry, parentPath, sizedContent } from "./entry.js";
+import {
+  cleanEntryPath,
+  comparePaths,
+  type ExportEntry,
+  missingContent,
+  parentPath,
+  sizedContent,
+} from "./entry.js";
 
 export const NEWC_MAGIC = "070701";
 export const NEWC_CRC_MAGIC = "070702";
@@ -304,7 +311,13 @@ export async function* writeCpio(
     const early = ahead.get(index);
     if (early && record.content) {
       ahead.delete(index);
-      const data = await early;
+      const data = await early.catch((err: unknown) => {
+        throw missingContent(
+          err,
+          record.content?.content?.kind === "path" ? record.content.content.path : "",
+          record.content?.path ?? "",
+        );
+      });
       if (data.length !== record.content.size) {
         throw new RootstockError(
           "SIZE_MISMATCH",

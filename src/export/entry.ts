@@ -86,6 +86,18 @@ export function comparePaths(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
+/**
+ * A content file that is not there: the store lost a file object (exports of
+ * recorded layers do not check every object up front; the reader finds out).
+ */
+export function missingContent(err: unknown, contentPath: string, entryPath: string): unknown {
+  if ((err as NodeJS.ErrnoException)?.code !== "ENOENT") return err;
+  return new RootstockError(
+    "STORE_CORRUPT",
+    `entry ${JSON.stringify(entryPath)}: its content ${contentPath} is missing (run rootstock store fsck)`,
+  );
+}
+
 /** The content of a regular file entry as a stream (empty when it has none). */
 export async function* openContent(entry: ExportEntry): AsyncGenerator<Uint8Array> {
   const source = entry.content;
@@ -93,7 +105,11 @@ export async function* openContent(entry: ExportEntry): AsyncGenerator<Uint8Arra
   if (source.kind === "bytes") {
     yield source.data;
   } else if (source.kind === "path") {
-    yield* createReadStream(source.path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Uint8Array>;
+    try {
+      yield* createReadStream(source.path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Uint8Array>;
+    } catch (err) {
+      throw missingContent(err, source.path, entry.path);
+    }
   } else {
     yield* source.open();
   }

@@ -13,7 +13,7 @@
  * the tree digest of what was exported (overlays included): `rootstock digest` of
  * the output gives the same value.
  */
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { lstat, rename, rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -37,6 +37,7 @@ import type { ExportEntry } from "./entry.js";
 import { type FarmStats, LinkFarm } from "./farm.js";
 import { entriesFromTree } from "./from-tree.js";
 import { type ImageRootfs, type LayerSourceKind, loadImageRootfs } from "./image-rootfs.js";
+import { OverlappedWriter } from "./overlapped-writer.js";
 import { type OverlaySpec, overlayEntries } from "./overlay.js";
 import { type SafeDirResult, writeDirectory } from "./safe-dir.js";
 
@@ -148,13 +149,14 @@ export async function* archiveStream(
   tree: Tree,
   store: ContentStore,
   format: Exclude<ExportFormat, "dir">,
-  opts: { zstdLevel?: number; progress?: ProgressSink; reuseBuffer?: boolean } = {},
+  opts: { zstdLevel?: number; progress?: ProgressSink; buffers?: () => Promise<Buffer> } = {},
 ): AsyncGenerator<Uint8Array> {
   let raw: AsyncIterable<Uint8Array>;
   if (format === "tar" || format === "tar.zst") {
     const { rootfsTar } = await import("./tar-out.js");
     raw = rootfsTar(rootfsLayerEntries(tree), (d) => store.filePath(d), {
-      reuseBuffer: opts.reuseBuffer === true && format === "tar",
+      // Output buffers handed back by the writer: plain tar only (zstd holds on to its input).
+      ...(opts.buffers && format === "tar" ? { buffers: opts.buffers } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
     });
   } else {
@@ -185,13 +187,13 @@ async function* counting(
 
 /** Writes an archive to a path atomically (partial file renamed at the end) or to a stream. */
 async function writeArchive(
-  stream: AsyncIterable<Uint8Array>,
+  stream: (buffers?: () => Promise<Buffer>) => AsyncIterable<Uint8Array>,
   output: string | NodeJS.WritableStream,
   force: boolean,
 ): Promise<{ output: string; bytes: number }> {
   const count = { bytes: 0 };
   if (typeof output !== "string") {
-    await pipeline(Readable.from(counting(stream, count)), output, { end: false });
+    await pipeline(Readable.from(counting(stream(), count)), output, { end: false });
     return { output: "-", bytes: count.bytes };
   }
   const target = resolve(output);
@@ -203,15 +205,18 @@ async function writeArchive(
   const partial = target + PARTIAL_FILE_SUFFIX;
   await rm(partial, { force: true });
   try {
-    // Synchronous writes of large chunks: no thread-pool round trip per chunk, and
-    // each chunk is written before the next is produced (buffers may be reused).
     const fd = openSync(partial, "wx", 0o644);
+    // Writes run in the thread pool while the next chunks are produced.
+    const writer = new OverlappedWriter(fd);
     try {
-      for await (const chunk of stream) {
-        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at);
+      for await (const chunk of stream(() => writer.buffer())) {
+        await writer.write(chunk);
         count.bytes += chunk.length;
       }
+      await writer.end();
     } finally {
+      // No write may still use the descriptor when it is closed (its number gets reused).
+      await writer.end().catch(() => {});
       closeSync(fd);
     }
     await rename(partial, target);
@@ -335,11 +340,12 @@ async function exportUnderLease(
   }
   const explodedLayers = await rootfs.ensureContent([...fileNodes(tree)].map((n) => n.digest!));
   const written = await writeArchive(
-    archiveStream(tree, store, opts.format, {
-      reuseBuffer: typeof opts.output === "string",
-      ...(opts.zstdLevel ? { zstdLevel: opts.zstdLevel } : {}),
-      progress,
-    }),
+    (buffers) =>
+      archiveStream(tree, store, opts.format as Exclude<ExportFormat, "dir">, {
+        ...(buffers ? { buffers } : {}),
+        ...(opts.zstdLevel ? { zstdLevel: opts.zstdLevel } : {}),
+        progress,
+      }),
     opts.output,
     opts.force ?? false,
   );

@@ -36,6 +36,7 @@ import {
   unlinkSync,
 } from "node:fs";
 import { join } from "node:path";
+import { RootstockError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 import type { TreeNode } from "../tree/index.js";
 import { makeSpecialFiles, type SpecialFile } from "./special-files.js";
@@ -194,7 +195,17 @@ export class LinkFarm {
       for (const [node, final] of nodes) {
         const tmp = join(this.tmpDir, `${process.pid}-${randomBytes(6).toString("hex")}`);
         if (node.type === "file") {
-          copyFileSync(contentPath(node.digest!), tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+          const content = contentPath(node.digest!);
+          try {
+            copyFileSync(content, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+          } catch (err) {
+            throw (err as NodeJS.ErrnoException).code === "ENOENT"
+              ? new RootstockError(
+                  "STORE_CORRUPT",
+                  `file object ${content} is missing (run rootstock store fsck)`,
+                )
+              : err;
+          }
         } else {
           specials.push({
             path: tmp,

@@ -55,7 +55,14 @@ import {
 import { basename, dirname, join, resolve } from "node:path";
 import { RootstockError } from "../errors.js";
 import type { ProgressSink } from "../progress.js";
-import { cleanEntryPath, type ExportEntry, parentPath, pathDepth, sizedContent } from "./entry.js";
+import {
+  cleanEntryPath,
+  type ExportEntry,
+  missingContent,
+  parentPath,
+  pathDepth,
+  sizedContent,
+} from "./entry.js";
 import { inodeMatches } from "./farm.js";
 import { makeSpecialFiles, runTool, type SpecialFile } from "./special-files.js";
 import { setXattrs, type XattrTarget } from "./xattr.js";
@@ -314,7 +321,8 @@ class DirWriter {
     const source = entry.content;
     if (source?.kind === "path") {
       const st = await lstatOrUndefined(source.path);
-      if (!st?.isFile())
+      if (!st) throw missingContent({ code: "ENOENT" }, source.path, path);
+      if (!st.isFile())
         throw entryError("INVALID_ARGUMENT", path, `content ${source.path} is not a regular file`);
       if (Number(st.size) !== entry.size) {
         throw new RootstockError(

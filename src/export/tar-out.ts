@@ -11,6 +11,7 @@ import type { Digest } from "../oci/digest.js";
 import type { ProgressSink } from "../progress.js";
 import { BLOCK_SIZE, blockPadding, END_OF_ARCHIVE, encodeHeader } from "../tar/index.js";
 import { type LayerEntry, layerTarEntries } from "../tree/index.js";
+import { missingContent } from "./entry.js";
 
 const OUT_CHUNK = 4 << 20;
 const NO_CONTENT = async function* (): AsyncGenerator<Uint8Array> {};
@@ -19,37 +20,50 @@ const NO_CONTENT = async function* (): AsyncGenerator<Uint8Array> {};
 export async function* rootfsTar(
   entries: readonly LayerEntry[],
   pathOf: (digest: Digest) => string,
-  opts: { progress?: ProgressSink; reuseBuffer?: boolean } = {},
+  opts: { progress?: ProgressSink; buffers?: () => Promise<Buffer> } = {},
 ): AsyncGenerator<Uint8Array> {
-  // With reuseBuffer the consumer must be done with a chunk before asking for the
-  // next (a synchronous file write): no fresh pages to fault in for every 4 MiB.
-  let buf = Buffer.allocUnsafe(OUT_CHUNK);
-  const fresh = () => (opts.reuseBuffer ? buf : Buffer.allocUnsafe(OUT_CHUNK));
+  // `buffers` hands out output buffers that come back once written (overlapped-writer.ts):
+  // no fresh pages to fault in for every 4 MiB. Without it, each chunk is new.
+  const next = opts.buffers ?? (async () => Buffer.allocUnsafe(OUT_CHUNK));
+  let buf = await next();
   let pos = 0;
-  const put = function* (bytes: Uint8Array): Generator<Uint8Array> {
-    let at = 0;
-    while (at < bytes.length) {
-      const n = Math.min(bytes.length - at, buf.length - pos);
-      buf.set(bytes.subarray(at, at + n), pos);
-      pos += n;
-      at += n;
-      if (pos === buf.length) {
-        yield buf;
-        buf = fresh();
-        pos = 0;
-      }
-    }
+  /** Copies what fits of `bytes` from `at`; returns where it stopped. */
+  const copy = (bytes: Uint8Array, at: number): number => {
+    const n = Math.min(bytes.length - at, buf.length - pos);
+    buf.set(bytes.subarray(at, at + n), pos);
+    pos += n;
+    return at + n;
   };
+  async function* spill(): AsyncGenerator<Uint8Array> {
+    yield buf;
+    buf = await next();
+    pos = 0;
+  }
+  async function* put(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+    for (let at = 0; at < bytes.length; ) {
+      at = copy(bytes, at);
+      if (pos === buf.length) yield* spill();
+    }
+  }
   const zeros = new Uint8Array(BLOCK_SIZE);
   for await (const { header, entry } of layerTarEntries(
     entries,
     NO_CONTENT,
     opts.progress ? { progress: opts.progress } : {},
   )) {
-    yield* put(encodeHeader(header));
+    // Headers and padding mostly fit in the buffer: copied without a generator round trip.
+    const head = encodeHeader(header);
+    const headAt = copy(head, 0);
+    if (pos === buf.length) yield* spill();
+    if (headAt < head.length) yield* put(head.subarray(headAt));
     if (header.type !== "file" || header.size === 0 || entry.kind !== "node") continue;
     const path = pathOf(entry.node.digest!);
-    const fd = openSync(path, constants.O_RDONLY);
+    let fd: number;
+    try {
+      fd = openSync(path, constants.O_RDONLY);
+    } catch (err) {
+      throw missingContent(err, path, entry.path);
+    }
     try {
       let left = header.size;
       while (left > 0) {
@@ -62,17 +76,18 @@ export async function* rootfsTar(
         }
         pos += n;
         left -= n;
-        if (pos === buf.length) {
-          yield buf;
-          buf = fresh();
-          pos = 0;
-        }
+        if (pos === buf.length) yield* spill();
       }
     } finally {
       closeSync(fd);
     }
     const pad = blockPadding(header.size);
-    if (pad > 0) yield* put(zeros.subarray(0, pad));
+    if (pad > 0) {
+      const padding = zeros.subarray(0, pad);
+      const padAt = copy(padding, 0);
+      if (pos === buf.length) yield* spill();
+      if (padAt < pad) yield* put(padding.subarray(padAt));
+    }
   }
   yield* put(END_OF_ARCHIVE);
   if (pos > 0) yield buf.subarray(0, pos);

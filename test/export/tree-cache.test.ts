@@ -5,7 +5,7 @@
  * exports of a store image use it from their second time on, with the same results.
  */
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ContentStore } from "../../src/cas/store.js";
@@ -209,6 +209,40 @@ describe("image tree cache", () => {
       const viaDigest = await digestImage(source, await ContentStore.open(storeDir));
       await source.close();
       assert.equal(viaDigest.treeDigest, imported.treeDigest);
+
+      // A file object the store lost: every export form says STORE_CORRUPT, naming
+      // the entry, and leaves no output behind.
+      const store = await ContentStore.open(storeDir);
+      const passwd = (await readCachedTree(store, viaDigest.image!.digest))!.tree.get("etc/passwd")!;
+      await rm(store.filePath(passwd.digest!));
+      const { pruneFarm } = await import("../../src/export/farm.js");
+      await rm(join(dir, "d"), { recursive: true });
+      pruneFarm(storeDir);
+      for (const [format, extra] of [
+        ["tar", {}],
+        ["cpio", {}],
+        ["dir", { copy: true }],
+        ["dir", {}],
+      ] as const) {
+        const output = join(dir, `lost-${format}-${Object.keys(extra).length}`);
+        const source = await openEndpoint(parseReference("store:deb:e"), { storeDir });
+        await assert.rejects(
+          exportImage(source, await ContentStore.open(storeDir), {
+            format,
+            output,
+            durable: false,
+            ...extra,
+          }),
+          (e) => isRootstockError(e, "STORE_CORRUPT") && /missing/.test(e.message),
+          `${format} ${JSON.stringify(extra)}`,
+        );
+        await source.close();
+        assert.deepEqual(
+          (await readdir(dir)).filter((n) => n.startsWith("lost-")),
+          [],
+          "nothing left behind",
+        );
+      }
     });
   });
 });
