@@ -13,7 +13,7 @@
  * the tree digest of what was exported (overlays included): `rootstock digest` of
  * the output gives the same value.
  */
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync, writeSync } from "node:fs";
 import { lstat, rename, rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -190,6 +190,7 @@ async function writeArchive(
   stream: (buffers?: () => Promise<Buffer>) => AsyncIterable<Uint8Array>,
   output: string | NodeJS.WritableStream,
   force: boolean,
+  overlap: boolean,
 ): Promise<{ output: string; bytes: number }> {
   const count = { bytes: 0 };
   if (typeof output !== "string") {
@@ -206,17 +207,10 @@ async function writeArchive(
   await rm(partial, { force: true });
   try {
     const fd = openSync(partial, "wx", 0o644);
-    // Writes run in the thread pool while the next chunks are produced.
-    const writer = new OverlappedWriter(fd);
     try {
-      for await (const chunk of stream(() => writer.buffer())) {
-        await writer.write(chunk);
-        count.bytes += chunk.length;
-      }
-      await writer.end();
+      if (overlap) await writeOverlapped(fd, stream, count);
+      else await writeInTurn(fd, stream(), count);
     } finally {
-      // No write may still use the descriptor when it is closed (its number gets reused).
-      await writer.end().catch(() => {});
       closeSync(fd);
     }
     await rename(partial, target);
@@ -225,6 +219,37 @@ async function writeArchive(
     throw err;
   }
   return { output: target, bytes: count.bytes };
+}
+
+/** Synchronous writes: each chunk is written before the next is produced. */
+async function writeInTurn(
+  fd: number,
+  stream: AsyncIterable<Uint8Array>,
+  count: { bytes: number },
+): Promise<void> {
+  for await (const chunk of stream) {
+    for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at);
+    count.bytes += chunk.length;
+  }
+}
+
+/** Writes in the thread pool while the next chunks are produced, into buffers it hands back. */
+async function writeOverlapped(
+  fd: number,
+  stream: (buffers: () => Promise<Buffer>) => AsyncIterable<Uint8Array>,
+  count: { bytes: number },
+): Promise<void> {
+  const writer = new OverlappedWriter(fd);
+  try {
+    for await (const chunk of stream(() => writer.buffer())) {
+      await writer.write(chunk);
+      count.bytes += chunk.length;
+    }
+    await writer.end();
+  } finally {
+    // No write may still use the descriptor when it is closed (its number gets reused).
+    await writer.end().catch(() => {});
+  }
 }
 
 /** Dir export entries: farm objects (hardlink mode) or file objects (copy mode). */
@@ -348,6 +373,10 @@ async function exportUnderLease(
       }),
     opts.output,
     opts.force ?? false,
+    // Plain tar: file objects are read on this thread while the pool writes (measured:
+    // 1.05-1.34 -> 0.90-1.05 s). cpio reads in the pool and zstd keeps both cores busy:
+    // there, writes in the pool measured slower (cpio 2.2-2.4 -> 3.0-3.1 s), so they stay here.
+    opts.format === "tar",
   );
   await rootfs.keepTree();
   return { ...base, ...written, explodedLayers };
