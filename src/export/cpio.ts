@@ -298,7 +298,10 @@ export async function* writeCpio(
     for (; scheduled < records.length && scheduled <= upTo; scheduled++) {
       const content = records[scheduled]!.content;
       if (content?.content?.kind === "path" && content.size <= READ_AHEAD_MAX_BYTES) {
-        const pending = readFile(content.content.path);
+        const path = content.content.path;
+        const pending = readFile(path).catch((err: unknown) => {
+          throw missingContent(err, path, content.path);
+        });
         pending.catch(() => {});
         ahead.set(scheduled, pending);
       }
@@ -311,13 +314,7 @@ export async function* writeCpio(
     const early = ahead.get(index);
     if (early && record.content) {
       ahead.delete(index);
-      const data = await early.catch((err: unknown) => {
-        throw missingContent(
-          err,
-          record.content?.content?.kind === "path" ? record.content.content.path : "",
-          record.content?.path ?? "",
-        );
-      });
+      const data = await early;
       if (data.length !== record.content.size) {
         throw new RootstockError(
           "SIZE_MISMATCH",

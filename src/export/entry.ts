@@ -89,12 +89,14 @@ export function comparePaths(a: string, b: string): number {
 /**
  * A content file that is not there: the store lost a file object (exports of
  * recorded layers do not check every object up front; the reader finds out).
+ * Other errors are returned as they are.
  */
-export function missingContent(err: unknown, contentPath: string, entryPath: string): unknown {
+export function missingContent(err: unknown, contentPath: string, entryPath?: string): unknown {
   if ((err as NodeJS.ErrnoException)?.code !== "ENOENT") return err;
+  const whose = entryPath === undefined ? "" : `entry ${JSON.stringify(entryPath)}: its `;
   return new RootstockError(
     "STORE_CORRUPT",
-    `entry ${JSON.stringify(entryPath)}: its content ${contentPath} is missing (run rootstock store fsck)`,
+    `${whose}content ${contentPath} is missing (run rootstock store fsck)`,
   );
 }
 

@@ -36,9 +36,9 @@ import {
   unlinkSync,
 } from "node:fs";
 import { join } from "node:path";
-import { RootstockError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 import type { TreeNode } from "../tree/index.js";
+import { missingContent } from "./entry.js";
 import { makeSpecialFiles, type SpecialFile } from "./special-files.js";
 import { setXattrs } from "./xattr.js";
 
@@ -77,7 +77,7 @@ function deviceNumbers(rdev: number): [major: number, minor: number] {
 export function inodeMatches(
   st: Stats | BigIntStats,
   node: {
-    type?: string;
+    type: string;
     mode: number;
     uid: number;
     gid: number;
@@ -86,7 +86,7 @@ export function inodeMatches(
     devminor?: number;
   },
 ): boolean {
-  switch (node.type ?? "file") {
+  switch (node.type) {
     case "file":
       if (!st.isFile()) return false;
       break;
@@ -199,12 +199,7 @@ export class LinkFarm {
           try {
             copyFileSync(content, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
           } catch (err) {
-            throw (err as NodeJS.ErrnoException).code === "ENOENT"
-              ? new RootstockError(
-                  "STORE_CORRUPT",
-                  `file object ${content} is missing (run rootstock store fsck)`,
-                )
-              : err;
+            throw missingContent(err, content);
           }
         } else {
           specials.push({

@@ -27,12 +27,12 @@ export async function* rootfsTar(
   const next = opts.buffers ?? (async () => Buffer.allocUnsafe(OUT_CHUNK));
   let buf = await next();
   let pos = 0;
-  /** Copies what fits of `bytes` from `at`; returns where it stopped. */
-  const copy = (bytes: Uint8Array, at: number): number => {
-    const n = Math.min(bytes.length - at, buf.length - pos);
-    buf.set(bytes.subarray(at, at + n), pos);
-    pos += n;
-    return at + n;
+  /** Copies `bytes` when they fit without filling the buffer (headers, padding: nearly always). */
+  const fits = (bytes: Uint8Array): boolean => {
+    if (bytes.length >= buf.length - pos) return false;
+    buf.set(bytes, pos);
+    pos += bytes.length;
+    return true;
   };
   async function* spill(): AsyncGenerator<Uint8Array> {
     yield buf;
@@ -41,7 +41,10 @@ export async function* rootfsTar(
   }
   async function* put(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
     for (let at = 0; at < bytes.length; ) {
-      at = copy(bytes, at);
+      const n = Math.min(bytes.length - at, buf.length - pos);
+      buf.set(bytes.subarray(at, at + n), pos);
+      pos += n;
+      at += n;
       if (pos === buf.length) yield* spill();
     }
   }
@@ -51,11 +54,8 @@ export async function* rootfsTar(
     NO_CONTENT,
     opts.progress ? { progress: opts.progress } : {},
   )) {
-    // Headers and padding mostly fit in the buffer: copied without a generator round trip.
     const head = encodeHeader(header);
-    const headAt = copy(head, 0);
-    if (pos === buf.length) yield* spill();
-    if (headAt < head.length) yield* put(head.subarray(headAt));
+    if (!fits(head)) yield* put(head);
     if (header.type !== "file" || header.size === 0 || entry.kind !== "node") continue;
     const path = pathOf(entry.node.digest!);
     let fd: number;
@@ -82,12 +82,8 @@ export async function* rootfsTar(
       closeSync(fd);
     }
     const pad = blockPadding(header.size);
-    if (pad > 0) {
-      const padding = zeros.subarray(0, pad);
-      const padAt = copy(padding, 0);
-      if (pos === buf.length) yield* spill();
-      if (padAt < pad) yield* put(padding.subarray(padAt));
-    }
+    const padding = zeros.subarray(0, pad);
+    if (!fits(padding)) yield* put(padding);
   }
   yield* put(END_OF_ARCHIVE);
   if (pos > 0) yield buf.subarray(0, pos);
