@@ -97,3 +97,37 @@ export function formatTable(title: string, rows: Measurement[], baseline?: strin
     ...lines.map(fmt),
   ].join("\n");
 }
+
+/** One operation measured in rounds: `run(round)` measures it once (its own outputs per round). */
+export interface RoundRow {
+  label: string;
+  run: (round: number) => Promise<Measurement>;
+}
+
+/**
+ * Measures `rows` in `rounds` alternating rounds (A B C, A B C, ...) and gives each row
+ * its median wall time, its highest peak RSS and the spread in the note. On this VM one
+ * run depends on the memory the previous one left behind (a write into pages the host
+ * has not backed yet costs several times one into pages just freed), so a single run
+ * of each, in a fixed order, favours whichever row follows the one that freed memory.
+ */
+export async function measureRounds(rows: RoundRow[], rounds = 3): Promise<Measurement[]> {
+  const runs = rows.map(() => [] as Measurement[]);
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, row] of rows.entries()) runs[i]!.push(await row.run(round));
+  }
+  return rows.map((row, i) => {
+    const all = runs[i]!;
+    const walls = all.map((m) => m.wallSeconds).sort((a, b) => a - b);
+    const median = walls[Math.floor(walls.length / 2)]!;
+    const spread = `median of ${walls.length} (${walls[0]!.toFixed(2)}–${walls.at(-1)!.toFixed(2)} s)`;
+    const first = all[0]!;
+    return {
+      ...first,
+      label: row.label,
+      wallSeconds: median,
+      peakRssMB: Math.max(...all.map((m) => m.peakRssMB)),
+      note: first.note ? `${first.note}; ${spread}` : spread,
+    };
+  });
+}

@@ -10,7 +10,8 @@
  * - tar: `rootstock export --format tar` vs `tar -c` of the rootfs directory
  *   (goal: within 1.3x); tar.zst vs `tar -c | zstd -3 -T0`; cpio vs GNU cpio.
  *
- * Our side is the CLI as users run it (bin/rootstock.js on the compiled dist/).
+ * Our side is the CLI as users run it (bin/rootstock.js on the compiled dist/). Rows
+ * with a goal run in three alternating rounds and report the median (measureRounds).
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -22,7 +23,7 @@ import { importTarball } from "../../src/image/import.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { debianRootfsDir, debianRootfsTar } from "../../test/helpers/fixtures.js";
 import { podmanSandbox } from "../../test/helpers/podman.js";
-import { formatTable, type Measurement, measure, ourCli } from "../lib.js";
+import { formatTable, type Measurement, measure, measureRounds, ourCli } from "../lib.js";
 
 const sh = promisify(execFile);
 
@@ -68,12 +69,22 @@ export async function run(): Promise<string> {
     const dir: Measurement[] = [];
     const first = await measure("rootstock export dir, first (explode + farm)", ours("dir", out("first")));
     dir.push({ ...first, note: "once per image: layer exploded into the store, farm objects made" });
-    dir.push(await measure("ostree checkout -H", `ostree --repo=${repo} checkout -H b ${out("ostree")}`));
-    dir.push({
-      ...(await measure("rootstock export dir (hardlink)", ours("dir", out("ours-b")))),
-      note: `${imported.inventory.files} files, farm reused`,
-    });
-    dir.push(await measure("cp -al", `cp -al ${rootfs} ${out("cp-al")}`));
+    dir.push(
+      ...(await measureRounds([
+        {
+          label: "ostree checkout -H",
+          run: (r) => measure("ostree", `ostree --repo=${repo} checkout -H b ${out(`ostree-${r}`)}`),
+        },
+        {
+          label: "rootstock export dir (hardlink)",
+          run: async (r) => ({
+            ...(await measure("ours", ours("dir", out(`ours-b-${r}`)))),
+            note: `${imported.inventory.files} files, farm reused`,
+          }),
+        },
+        { label: "cp -al", run: (r) => measure("cp -al", `cp -al ${rootfs} ${out(`cp-al-${r}`)}`) },
+      ])),
+    );
     dir.push(
       await measure(
         "podman export | tar -x",
@@ -94,35 +105,41 @@ export async function run(): Promise<string> {
       checks.push(
         `${name}: ${(await digest(out(name))) === imported.treeDigest ? "same tree digest" : "DIFFERENT tree digest"}`,
       );
-    for (const name of ["ours-b", "ours-copy", "podman"]) await check(name);
+    for (const name of ["ours-b-0", "ours-copy", "podman"]) await check(name);
 
     // ---- archives -------------------------------------------------------------------
-    // Each archive is checked and deleted before the next row: every row then writes
-    // into the same free memory (this VM pays dearly for page cache it must reclaim,
-    // so a row that followed another 420 MB write took twice as long).
-    const arc: Measurement[] = [];
-    const row = async (label: string, argv: string[] | string, output: string, ours: boolean) => {
-      const m = await measure(label, argv);
-      arc.push({ ...m, bytes: (await stat(output)).size });
-      if (ours) await check(output.slice(output.lastIndexOf("/") + 1));
-      await rm(output, { force: true });
-    };
-    await row("tar -c", `tar -C ${rootfs} -c . > ${out("gnu.tar")}`, out("gnu.tar"), false);
-    await row("rootstock export tar", ours("tar", out("ours.tar")), out("ours.tar"), true);
-    await row(
-      "tar -c | zstd -3 -T0",
-      `tar -C ${rootfs} -c . | zstd -q -3 -T0 > ${out("gnu.tar.zst")}`,
-      out("gnu.tar.zst"),
-      false,
-    );
-    await row("rootstock export tar.zst", ours("tar.zst", out("ours.tar.zst")), out("ours.tar.zst"), true);
-    await row(
-      "find | cpio -o -H newc",
-      `cd ${rootfs} && find . | cpio -o --quiet -H newc > ${out("gnu.cpio")}`,
-      out("gnu.cpio"),
-      false,
-    );
-    await row("rootstock export cpio", ours("cpio", out("ours.cpio")), out("ours.cpio"), true);
+    // Each archive is checked (ours, first round) and deleted before the next row runs,
+    // and the rows alternate over rounds (measureRounds): every row writes into memory
+    // in the same state.
+    const row = (label: string, cmd: (output: string) => string[] | string, name: string, ours: boolean) => ({
+      label,
+      run: async (round: number): Promise<Measurement> => {
+        const output = out(name);
+        const m = await measure(label, cmd(output));
+        const measured = { ...m, bytes: (await stat(output)).size };
+        if (ours && round === 0) await check(name);
+        await rm(output, { force: true });
+        return measured;
+      },
+    });
+    const arc = await measureRounds([
+      row("tar -c", (o) => `tar -C ${rootfs} -c . > ${o}`, "gnu.tar", false),
+      row("rootstock export tar", (o) => ours("tar", o), "ours.tar", true),
+      row(
+        "tar -c | zstd -3 -T0",
+        (o) => `tar -C ${rootfs} -c . | zstd -q -3 -T0 > ${o}`,
+        "gnu.tar.zst",
+        false,
+      ),
+      row("rootstock export tar.zst", (o) => ours("tar.zst", o), "ours.tar.zst", true),
+      row(
+        "find | cpio -o -H newc",
+        (o) => `cd ${rootfs} && find . | cpio -o --quiet -H newc > ${o}`,
+        "gnu.cpio",
+        false,
+      ),
+      row("rootstock export cpio", (o) => ours("cpio", o), "ours.cpio", true),
+    ]);
     tables.push(formatTable("archive export of the reference rootfs image", arc, "tar -c"));
 
     tables.push(`\nimage tree digest ${imported.treeDigest}; ${checks.join("; ")}`);
