@@ -248,6 +248,17 @@ export class LinkFarm {
   }
 }
 
+/** Each farm object with its stats: what `pruneFarm` and `farmUsage` walk. */
+function* farmObjects(storeRoot: string): Generator<{ path: string; st: Stats }> {
+  const root = join(storeRoot, "farm", FARM_VERSION);
+  for (const sub of safeReaddir(root)) {
+    for (const name of safeReaddir(join(root, sub))) {
+      const path = join(root, sub, name);
+      yield { path, st: lstatSync(path) };
+    }
+  }
+}
+
 /**
  * Removes farm objects no export links any more (nlink 1), and leftovers of killed
  * exports. Run it with no export running (the store's exclusive lock: `store gc`).
@@ -257,23 +268,43 @@ export function pruneFarm(
   storeRoot: string,
   opts: { dryRun?: boolean } = {},
 ): { removed: number; kept: number; bytes: number } {
-  const root = join(storeRoot, "farm", FARM_VERSION);
   let removed = 0;
   let kept = 0;
   let bytes = 0;
   if (!opts.dryRun) rmSync(join(storeRoot, "farm", "tmp"), { recursive: true, force: true });
-  for (const sub of safeReaddir(root)) {
-    for (const name of safeReaddir(join(root, sub))) {
-      const path = join(root, sub, name);
-      const st = lstatSync(path);
-      if (st.nlink <= 1) {
-        if (!opts.dryRun) unlinkSync(path);
-        removed++;
-        bytes += st.size;
-      } else kept++;
-    }
+  for (const { path, st } of farmObjects(storeRoot)) {
+    if (st.nlink <= 1) {
+      if (!opts.dryRun) unlinkSync(path);
+      removed++;
+      bytes += st.size;
+    } else kept++;
   }
   return { removed, kept, bytes };
+}
+
+export interface FarmUsage {
+  /** Farm objects, their sizes and the blocks they hold (an export's hard links add none). */
+  count: number;
+  bytes: number;
+  storedBytes: number;
+  /** Objects no export links any more: what `store gc` would remove. */
+  unlinked: number;
+  unlinkedBytes: number;
+}
+
+/** What the farm holds on disk: it is a second copy of every exported file's content (see the top). */
+export function farmUsage(storeRoot: string): FarmUsage {
+  const usage: FarmUsage = { count: 0, bytes: 0, storedBytes: 0, unlinked: 0, unlinkedBytes: 0 };
+  for (const { st } of farmObjects(storeRoot)) {
+    usage.count++;
+    usage.bytes += st.size;
+    usage.storedBytes += st.blocks * 512;
+    if (st.nlink <= 1) {
+      usage.unlinked++;
+      usage.unlinkedBytes += st.size;
+    }
+  }
+  return usage;
 }
 
 function safeReaddir(path: string): string[] {

@@ -165,12 +165,30 @@ test("the farm is a cache: pruning removes objects no export links, a later expo
   const dry = pruneFarm(storeDir, { dryRun: true });
   assert.ok(dry.removed >= solelyOurs && dry.bytes > 0, "a dry run counts them");
   assert.equal(pruneFarm(storeDir, { dryRun: true }).removed, dry.removed, "and removes nothing");
+  // `store du` shows the farm: its objects on disk, and those gc would remove.
+  const du = async () => {
+    const out = await rootstock(["--store", storeDir, "--json", "store", "du"]);
+    assert.equal(out.code, 0, out.stderr);
+    return JSON.parse(out.stdout).farm as {
+      count: number;
+      bytes: number;
+      unlinked: number;
+      unlinkedBytes: number;
+    };
+  };
+  const before = await du();
+  assert.equal(before.unlinked, dry.removed);
+  assert.equal(before.unlinkedBytes, dry.bytes);
+  assert.ok(before.count >= dry.removed && before.bytes >= dry.bytes);
   // `store gc` prunes the farm too (every image here has a ref: nothing else goes).
   const gc = await rootstock(["--store", storeDir, "--json", "store", "gc"]);
   assert.equal(gc.code, 0, gc.stderr);
   const pruned = JSON.parse(gc.stdout).farm as { removed: number };
   assert.ok(pruned.removed >= solelyOurs, `${pruned.removed} removed, ${solelyOurs} were only ours`);
   assert.equal(pruneFarm(storeDir).removed, 0, "a second prune finds nothing");
+  const after = await du();
+  assert.equal(after.unlinked, 0);
+  assert.equal(after.count, before.count - pruned.removed);
   const again = await exportTo("store:deb:essential", "dir", own);
   assert.ok((again.dir?.farm.made ?? 0) >= solelyOurs, "the pruned objects are made again");
   assert.equal((await digestPath(own)).treeDigest, imageDigest);

@@ -113,13 +113,15 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
 
   store
     .command("du")
-    .description("disk usage: blobs, file objects, metadata")
+    .description("disk usage: blobs, file objects, metadata, the export farm")
     .action(async () => {
       const ctx = context();
       const opened = await openStore(ctx);
       const { du } = await import("../../cas/du.js");
       const { layerUsage } = await import("../../layers/usage.js");
+      const { farmUsage } = await import("../../export/farm.js");
       const usage = await du(opened);
+      const farm = farmUsage(opened.root);
       const layers = await layerUsage(opened);
       const row = (name: string, u: { count: number; bytes: number; storedBytes: number }) => [
         name,
@@ -135,14 +137,20 @@ export const registerStore: RegisterCommand = (program: Command, context) => {
             row("file objects", usage.files),
             row("metadata", usage.meta),
             row("ingest", usage.ingest),
+            row("export farm", farm),
           ],
         )}\nrefs: ${usage.refs}` +
           (layers.layers > 0
             ? `\nlayers: ${layers.layers} recorded, ${layers.files} files, logical ${formatBytes(layers.logicalBytes)}, ` +
               `stored ${formatBytes(layers.uniqueBytes)} in ${layers.uniqueFiles} file objects (${formatBytes(layers.storedBytes)} on disk), ` +
               `dedup ${layers.dedupRatio.toFixed(2)}x`
+            : "") +
+          (farm.count > 0
+            ? `\nexport farm: a copy of each exported file with the image's owner, mode and mtime, ` +
+              `hardlinked by dir exports; ${farm.unlinked} objects (${formatBytes(farm.unlinkedBytes)}) ` +
+              "no longer linked by any export (store gc removes them)"
             : ""),
-        { ...usage, layers },
+        { ...usage, farm, layers },
       );
     });
 };
