@@ -21,8 +21,11 @@ export class OverlappedWriter {
 
   constructor(
     private readonly fd: number,
-    private readonly bufferSize = 4 << 20,
-    private readonly depth = 2,
+    private readonly bufferSize = 1 << 20,
+    // One write at a time: two writes to one file contend for its inode lock (spinning
+    // in the kernel, measured), and 1 MiB chunks stay in cache between read and write:
+    // 2 x 1 MiB measured 0.99 s (sys 0.49) against 3 x 4 MiB's 1.19 s (sys 0.94).
+    private readonly depth = 1,
   ) {}
 
   /** An output buffer for the producer: a free one, a new one while the ring is small, else the next one written. */

@@ -13,7 +13,8 @@ import { BLOCK_SIZE, blockPadding, END_OF_ARCHIVE, encodeHeader } from "../tar/i
 import { type LayerEntry, layerTarEntries } from "../tree/index.js";
 import { missingContent } from "./entry.js";
 
-const OUT_CHUNK = 4 << 20;
+// 1 MiB: the buffer stays in cache from read to write (tar and tar.zst measured faster than with 4 MiB).
+const OUT_CHUNK = 1 << 20;
 const NO_CONTENT = async function* (): AsyncGenerator<Uint8Array> {};
 
 /** Tar bytes for `entries` (parents first, hard link targets before links), contents from `pathOf(digest)`. */
@@ -23,7 +24,7 @@ export async function* rootfsTar(
   opts: { progress?: ProgressSink; buffers?: () => Promise<Buffer> } = {},
 ): AsyncGenerator<Uint8Array> {
   // `buffers` hands out output buffers that come back once written (overlapped-writer.ts):
-  // no fresh pages to fault in for every 4 MiB. Without it, each chunk is new.
+  // no fresh pages to fault in for every chunk. Without it, each chunk is new.
   const next = opts.buffers ?? (async () => Buffer.allocUnsafe(OUT_CHUNK));
   let buf = await next();
   let pos = 0;
