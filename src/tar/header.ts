@@ -310,8 +310,13 @@ function fitsOctal(value: number, width: 8 | 12): boolean {
 }
 
 function putOctal(block: Uint8Array, start: number, width: number, value: number): void {
-  const digits = value.toString(8).padStart(width - 1, "0");
-  for (let i = 0; i < width - 1; i++) block[start + i] = digits.charCodeAt(i);
+  // Digit by digit from the right, zero-padded (value < 8^(width-1), checked by callers):
+  // no string per field, nine fields per header.
+  let v = value;
+  for (let i = start + width - 2; i >= start; i--) {
+    block[i] = 0x30 + (v % 8);
+    v = Math.floor(v / 8);
+  }
   block[start + width - 1] = 0;
 }
 
@@ -393,9 +398,11 @@ function checkTime(header: TarHeader, time: TarTime, what: string): void {
  */
 export function encodeHeader(header: TarHeader): Uint8Array {
   const pax = new Map<string, Uint8Array>();
-  const block = new Uint8Array(BLOCK_SIZE);
+  // From Buffer's shared pool: a fresh 512-byte Uint8Array or TextEncoder result each
+  // gets its own backing store, which cost more than the rest of the encoding.
+  const block = Buffer.allocUnsafe(BLOCK_SIZE).fill(0);
 
-  const name = header.nameRaw ?? te.encode(header.name);
+  const name = header.nameRaw ?? Buffer.from(header.name, "utf8");
   if (name.length === 0) throw invalid(header, "empty name");
   if (name.includes(0)) throw invalid(header, "name contains a NUL byte");
   if (name.length <= 100 && isAscii(name)) {
@@ -411,7 +418,7 @@ export function encodeHeader(header: TarHeader): Uint8Array {
     }
   }
 
-  const linkname = header.linknameRaw ?? te.encode(header.linkname);
+  const linkname = header.linknameRaw ?? Buffer.from(header.linkname, "utf8");
   if (linkname.includes(0)) throw invalid(header, "link target contains a NUL byte");
   if (linkname.length > 100 || !isAscii(linkname)) pax.set("linkpath", linkname);
   putBytes(block, 157, 100, toAscii(linkname));
@@ -420,6 +427,7 @@ export function encodeHeader(header: TarHeader): Uint8Array {
     ["uname", header.uname, 265],
     ["gname", header.gname, 297],
   ] as const) {
+    if (value === "") continue; // numeric owners: nothing to write
     const bytes = te.encode(value);
     if (bytes.includes(0)) throw invalid(header, `${key} contains a NUL byte`);
     if (bytes.length > 32 || !isAscii(bytes)) pax.set(key, bytes);
