@@ -21,6 +21,9 @@ import { RootstockError } from "../errors.js";
 import { type Digest, isDigest } from "../oci/digest.js";
 import { type NodeType, Tree, type TreeNode, type Xattr } from "../tree/index.js";
 
+// Decodes in place (Buffer.from would copy the decompressed rows first).
+const utf8 = new TextDecoder();
+
 const KIND = "rootstock image tree";
 const VERSION = 1;
 
@@ -131,7 +134,7 @@ export async function readCachedTree(store: ContentStore, manifest: Digest): Pro
   const z = await store.readBlob(data.rows, 1 << 30);
   let rows: unknown;
   try {
-    rows = JSON.parse(Buffer.from(zstdDecompress(z, what)).toString("utf8"));
+    rows = JSON.parse(utf8.decode(zstdDecompress(z, what)));
   } catch (err) {
     throw new RootstockError("STORE_CORRUPT", `${what}: ${(err as Error).message}`, { cause: err });
   }

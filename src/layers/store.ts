@@ -10,6 +10,9 @@ import { RootstockError } from "../errors.js";
 import { type Digest, isDigest } from "../oci/digest.js";
 import { LAYER_RECORD_VERSION, type LayerRecord } from "./record.js";
 
+// Decodes in place (Buffer.from would copy the decompressed rows first).
+const utf8 = new TextDecoder();
+
 /**
  * Writes `record` as the metadata document of its blob digest. The tar-split blob
  * and every file object in `fileDigests` must already be in the store (putMeta
@@ -62,7 +65,7 @@ export async function readLayerRecord(
       const { entriesBlob: _blob, ...rest } = stored;
       record = {
         ...rest,
-        entries: JSON.parse(Buffer.from(zstdDecompress(z, `${what} entries`)).toString("utf8")),
+        entries: JSON.parse(utf8.decode(zstdDecompress(z, `${what} entries`))),
       };
     }
     checkRecord(record, what);
