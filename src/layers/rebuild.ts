@@ -81,9 +81,14 @@ export async function* assembleFromStore(
   entries: LayerRecord["entries"],
   diffId: Digest,
   what: string,
-  opts: { reuseBuffer?: boolean } = {},
+  opts: {
+    reuseBuffer?: boolean;
+    /** A promise to await before reading a file object that is still being made (a pull's fetch). */
+    ready?: (digest: Digest) => Promise<void> | undefined;
+  } = {},
 ): AsyncGenerator<Uint8Array> {
   const scratch = opts.reuseBuffer ? Buffer.allocUnsafe(SMALL_FILE) : undefined;
+  const ready = opts.ready;
   const byName = new Map<string, Digest>();
   for (const e of entries) if (e.type === "reg" && e.digest) byName.set(e.name, e.digest);
   const d = new Digester();
@@ -94,7 +99,9 @@ export async function* assembleFromStore(
         "CHUNKED_FORMAT",
         `${what}: tar-split file ${JSON.stringify(name)} has no entry`,
       );
-    return fileObjectContent(store, digest, size, scratch);
+    const content = fileObjectContent(store, digest, size, scratch);
+    const pending = ready?.(digest);
+    return pending ? afterReady(pending, content) : content;
   });
   for await (const chunk of tar) {
     d.update(chunk);
@@ -106,6 +113,15 @@ export async function* assembleFromStore(
       "DIGEST_MISMATCH",
       `${what}: rebuilt tar hashes to ${got}, diff_id says ${diffId}`,
     );
+}
+
+/** `content` once `ready` has resolved (a generator: nothing is opened before). */
+async function* afterReady(
+  ready: Promise<void>,
+  content: AsyncIterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
+  await ready;
+  yield* content;
 }
 
 /** The layer's exact tar stream (verified against diff_id at its end). */

@@ -39,6 +39,7 @@ import { type Digest, Digester } from "../oci/digest.js";
 import { hostPlatform, type Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
+import { Arrivals } from "./arrivals.js";
 import { decodeZstdOnWorker } from "./decode-worker.js";
 import { type PlanOptions, type PullPlan, planPull } from "./plan.js";
 import type { PullSource } from "./source.js";
@@ -254,27 +255,33 @@ async function pullLayer(
       return await explodeFull(await source.open(layer), store, layer, diffId, report, progress);
     }
     report.action = "partial";
-    await fetchFiles(source, store, layer, plan, opts, progress, report);
-    // The chain's last link: the tar rebuilt from tar-split + file objects is diff_id.
+    // The chain's last link, the tar rebuilt from tar-split + file objects is diff_id,
+    // runs while the files arrive: it reads what the store had at once and waits only
+    // at a file still being fetched (an update's fetch is mostly waiting on the network).
     const entries = recordEntries(meta.toc.entries);
-    const id = `verify ${layer.digest}`;
-    progress({ type: "start", id, label: `verify ${short(layer.digest)}`, unit: "bytes" });
-    let tarSize = 0;
-    // Only counted here (assembleFromStore hashes it): one read buffer for every file.
-    for await (const chunk of assembleFromStore(
-      store,
-      meta.tarSplit,
-      entries,
-      diffId,
-      `layer ${layer.digest}`,
-      {
-        reuseBuffer: true,
+    const arrivals = new Arrivals(plan.needed.map((f) => f.file.entry.digest as Digest));
+    const stop = { requested: false };
+    const fetching = fetchFiles(source, store, layer, plan, opts, progress, report, {
+      stored: (digest) => arrivals.arrived(digest),
+      stop,
+    }).then(
+      () => arrivals.finish(),
+      (err: unknown) => {
+        arrivals.fail(err);
+        throw err;
       },
-    )) {
-      tarSize += chunk.length;
-      if ((tarSize & 0xffffff) < chunk.length) progress({ type: "advance", id, current: tarSize });
-    }
-    progress({ type: "done", id });
+    );
+    const verifying = verifyRebuilt(store, meta.tarSplit, entries, diffId, layer, progress, (digest) =>
+      arrivals.wait(digest),
+    ).catch((err: unknown) => {
+      stop.requested = true; // no more spans: the layer fails anyway
+      throw err;
+    });
+    const [fetched, verified] = await Promise.allSettled([fetching, verifying]);
+    // A failed fetch fails the verification too: its own error is the one to report.
+    if (fetched.status === "rejected") throw fetched.reason;
+    if (verified.status === "rejected") throw verified.reason;
+    const tarSize = verified.value;
     const ts = await store.putBlob(zTarSplit);
     const record: LayerRecord = {
       version: LAYER_RECORD_VERSION,
@@ -293,6 +300,31 @@ async function pullLayer(
   } catch (err) {
     throw inLayer(layer, err);
   }
+}
+
+/** Hashes the tar rebuilt from tar-split + file objects against diff_id; its size. */
+async function verifyRebuilt(
+  store: ContentStore,
+  tarSplit: NonNullable<ChunkedMetadata["tarSplit"]>,
+  entries: TocEntry[],
+  diffId: Digest,
+  layer: Descriptor,
+  progress: ProgressSink,
+  ready: (digest: Digest) => Promise<void> | undefined,
+): Promise<number> {
+  const id = `verify ${layer.digest}`;
+  progress({ type: "start", id, label: `verify ${short(layer.digest)}`, unit: "bytes" });
+  let tarSize = 0;
+  // Only counted here (assembleFromStore hashes it): one read buffer for every file.
+  for await (const chunk of assembleFromStore(store, tarSplit, entries, diffId, `layer ${layer.digest}`, {
+    reuseBuffer: true,
+    ready,
+  })) {
+    tarSize += chunk.length;
+    if ((tarSize & 0xffffff) < chunk.length) progress({ type: "advance", id, current: tarSize });
+  }
+  progress({ type: "done", id });
+  return tarSize;
 }
 
 function layerBlob(layer: Descriptor): LayerRecord["blob"] {
@@ -377,6 +409,7 @@ async function fetchFiles(
   opts: PullOptions,
   progress: ProgressSink,
   report: LayerPullReport,
+  hooks: { stored?: (digest: Digest) => void; stop?: { requested: boolean } } = {},
 ): Promise<void> {
   const id = `fetch ${layer.digest}`;
   progress({
@@ -388,13 +421,22 @@ async function fetchFiles(
   });
   let fetched = 0;
   // Files made of zero chunks only need no bytes at all.
-  for (const f of plan.needed) if (!f.extent) await storeFile(store, f.file, undefined, 0);
+  const stored = (file: FileRanges) => hooks.stored?.(file.entry.digest as Digest);
+  for (const f of plan.needed) {
+    if (f.extent) continue;
+    await storeFile(store, f.file, undefined, 0);
+    stored(f.file);
+  }
   await forEachLimit(plan.spans, opts.fetchConcurrency ?? 6, async (span) => {
+    if (hooks.stop?.requested) return;
     const bytes = await source.readRange(layer.digest, span.start, span.end);
     fetched += bytes.length;
     report.bytesRead += bytes.length;
     progress({ type: "advance", id, current: fetched, total: plan.spanBytes });
-    for (const f of span.files) await storeFile(store, f.file, bytes, span.start);
+    for (const f of span.files) {
+      await storeFile(store, f.file, bytes, span.start);
+      stored(f.file);
+    }
   });
   progress({ type: "done", id });
 }
