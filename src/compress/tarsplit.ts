@@ -125,14 +125,16 @@ function decodeB64(value: unknown, what: string): Uint8Array {
 
 /** Parses tar-split JSON lines; positions must run 0, 1, 2, … */
 export function* parseTarSplit(data: Uint8Array): Generator<TarSplitEntry> {
-  const text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8");
+  // Line by line from the bytes: one string for the whole stream (megabytes) would
+  // take fresh heap pages, each a costly fault here; a line's string is short-lived.
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   let position = 0;
   let lineNo = 0;
   let from = 0;
-  while (from < text.length) {
-    let to = text.indexOf("\n", from);
-    if (to < 0) to = text.length;
-    const line = text.slice(from, to);
+  while (from < bytes.length) {
+    let to = bytes.indexOf(0x0a, from);
+    if (to < 0) to = bytes.length;
+    const line = bytes.toString("utf8", from, to);
     from = to + 1;
     lineNo++;
     if (line.trim() === "") continue;
