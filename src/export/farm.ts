@@ -10,8 +10,8 @@
  *   <store>/farm/v1/<key[0:2]>/<key[2:]>    key = sha256 of the metadata line below
  *   <store>/farm/tmp/<pid>-<random>         objects being made (a killed export's leftovers)
  *
- * Objects appear atomically (made under tmp/, then link()ed into place; a concurrent
- * maker's object wins). The farm is a cache: `pruneFarm` (run by `store gc`) removes
+ * Objects appear atomically (made under tmp/, then renamed into place; an equal object
+ * a concurrent maker placed first is replaced, and the export that linked it keeps it). The farm is a cache: `pruneFarm` (run by `store gc`) removes
  * objects no export links any more (nlink 1) and leftovers; it can be deleted whole
  * when no export runs.
  *
@@ -24,18 +24,19 @@ import {
   type BigIntStats,
   chmodSync,
   constants,
-  copyFileSync,
   lchownSync,
-  linkSync,
   lstatSync,
   lutimesSync,
   mkdirSync,
   readdirSync,
+  renameSync,
   rmSync,
   type Stats,
   unlinkSync,
 } from "node:fs";
+import { copyFile } from "node:fs/promises";
 import { join } from "node:path";
+import { forEachLimit } from "../concurrency.js";
 import type { Digest } from "../oci/digest.js";
 import type { TreeNode } from "../tree/index.js";
 import { missingContent } from "./entry.js";
@@ -43,6 +44,8 @@ import { makeSpecialFiles, type SpecialFile } from "./special-files.js";
 import { setXattrs } from "./xattr.js";
 
 const FARM_VERSION = "v1";
+/** File objects copied at once (libuv's pool has four threads; this VM two cores). */
+const COPIES_IN_FLIGHT = 4;
 
 export interface FarmStats {
   /** Objects found already made. */
@@ -118,6 +121,9 @@ export function inodeMatches(
 export class LinkFarm {
   readonly root: string;
   private readonly tmpDir: string;
+  // Temporary names: one random part per farm, then a count (a random draw per object cost ~16 µs).
+  private readonly tmpPrefix = `${process.pid}-${randomBytes(6).toString("hex")}`;
+  private tmpCount = 0;
   private readonly madeDirs = new Set<string>();
   readonly stats: FarmStats = { reused: 0, made: 0 };
   private readonly root_: boolean;
@@ -189,18 +195,15 @@ export class LinkFarm {
   ): Promise<Map<TreeNode, string>> {
     const made = new Map<TreeNode, string>();
     const pending: Array<{ node: TreeNode; tmp: string; final: string }> = [];
+    const placed = new Set<string>();
     const xattrTargets: Array<{ path: string; xattrs: Array<[string, Uint8Array]> }> = [];
     try {
       const specials: SpecialFile[] = [];
+      const copies: Array<{ content: string; tmp: string }> = [];
       for (const [node, final] of nodes) {
-        const tmp = join(this.tmpDir, `${process.pid}-${randomBytes(6).toString("hex")}`);
+        const tmp = join(this.tmpDir, `${this.tmpPrefix}-${this.tmpCount++}`);
         if (node.type === "file") {
-          const content = contentPath(node.digest!);
-          try {
-            copyFileSync(content, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
-          } catch (err) {
-            throw missingContent(err, content);
-          }
+          copies.push({ content: contentPath(node.digest!), tmp });
         } else {
           specials.push({
             path: tmp,
@@ -211,6 +214,13 @@ export class LinkFarm {
         }
         pending.push({ node, tmp, final });
       }
+      // Copies in the thread pool, both cores busy: copying into the page cache is most
+      // of a first export's time (measured: 7,510 objects, 1.55 s in turn).
+      await forEachLimit(copies, COPIES_IN_FLIGHT, ({ content, tmp }) =>
+        copyFile(content, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE).catch((err: unknown) => {
+          throw missingContent(err, content);
+        }),
+      );
       await makeSpecialFiles(specials);
       for (const { node, tmp } of pending) {
         if (this.root_) lchownSync(tmp, node.uid, node.gid);
@@ -231,18 +241,15 @@ export class LinkFarm {
           mkdirSync(dir, { recursive: true });
           this.madeDirs.add(dir);
         }
-        try {
-          linkSync(tmp, final);
-          this.stats.made++;
-        } catch (err) {
-          // Another export made it meanwhile: theirs is as good as ours.
-          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-          this.stats.reused++;
-        }
+        // Atomic; an equal object another export made meanwhile is simply replaced
+        // (an export that linked it keeps its inode, which is as good as ours).
+        renameSync(tmp, final);
+        placed.add(tmp);
+        this.stats.made++;
         made.set(node, final);
       }
     } finally {
-      for (const { tmp } of pending) rmSync(tmp, { force: true });
+      for (const { tmp } of pending) if (!placed.has(tmp)) rmSync(tmp, { force: true });
     }
     return made;
   }
