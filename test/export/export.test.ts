@@ -195,6 +195,27 @@ test("the farm is a cache: pruning removes objects no export links, a later expo
   await rm(own, { recursive: true, force: true });
 });
 
+test("two exports making the same farm objects at once both succeed, and leave nothing behind", async () => {
+  // Without a farm, each makes every object: copies in the pool interleave, and each
+  // renames its objects over the other's (equal ones; an export keeps what it linked).
+  await rm(join(storeDir, "farm"), { recursive: true, force: true });
+  const [a, b] = [join(work, "dir-race-a"), join(work, "dir-race-b")];
+  const [ra, rb] = await Promise.all([
+    exportTo("store:deb:essential", "dir", a),
+    exportTo("store:deb:essential", "dir", b),
+  ]);
+  assert.ok((ra.dir?.farm.made ?? 0) > 0 && (rb.dir?.farm.made ?? 0) > 0, "both made objects");
+  assert.equal((await digestPath(a)).treeDigest, imageDigest);
+  assert.equal((await digestPath(b)).treeDigest, imageDigest);
+  assert.deepEqual(await readdir(join(storeDir, "farm", "tmp")), [], "no temporary objects left");
+  // A third export finds every object made: it makes none.
+  const c = join(work, "dir-race-c");
+  const rc = await exportTo("store:deb:essential", "dir", c);
+  assert.equal(rc.dir?.farm.made, 0);
+  assert.equal((await digestPath(c)).treeDigest, imageDigest);
+  for (const d of [a, b, c]) await rm(d, { recursive: true, force: true });
+});
+
 test("a farm object changed through an export (chmod, touch, chown) is dropped and made again", async () => {
   const first = join(work, "dir-tamper");
   await exportTo("store:deb:essential", "dir", first);
