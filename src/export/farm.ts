@@ -8,12 +8,12 @@
  * hardlinked by every later export of any image with that file.
  *
  *   <store>/farm/v1/<key[0:2]>/<key[2:]>    key = sha256 of the metadata line below
- *   <store>/farm/tmp/<pid>-<random>         objects being made (a killed export's leftovers)
+ *   <store>/farm/tmp/<pid>-<random>-<n>     objects being made (a killed export's leftovers)
  *
- * Objects appear atomically (made under tmp/, then renamed into place; an equal object
- * a concurrent maker placed first is replaced, and the export that linked it keeps it). The farm is a cache: `pruneFarm` (run by `store gc`) removes
- * objects no export links any more (nlink 1) and leftovers; it can be deleted whole
- * when no export runs.
+ * Objects appear atomically: made under tmp/, then renamed into place (an equal
+ * object a concurrent maker placed first is replaced; an export that linked it keeps
+ * it). The farm is a cache: `pruneFarm` (run by `store gc`) removes objects no export
+ * links any more (nlink 1) and leftovers; it can be deleted whole when no export runs.
  *
  * Contract (as for `ostree checkout -H`): a hardlinked export is read-only. Writing
  * into one of its files writes into the farm object and every export sharing it.
