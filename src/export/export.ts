@@ -33,6 +33,7 @@ import {
   type TreeNode,
   treeDigest,
 } from "../tree/index.js";
+import { checkoutCached } from "./checkout.js";
 import type { ExportEntry } from "./entry.js";
 import { type FarmStats, LinkFarm } from "./farm.js";
 import { entriesFromTree } from "./from-tree.js";
@@ -77,7 +78,8 @@ export interface ExportResult {
   explodedLayers: number;
   /** The image's merged tree came from the store's cache (tree-cache.ts). */
   treeFromCache: boolean;
-  dir?: SafeDirResult & { farm: FarmStats };
+  /** `cachedCheckout`: written straight from the cached tree and the farm (checkout.ts). */
+  dir?: SafeDirResult & { farm: FarmStats; cachedCheckout: boolean };
 }
 
 /** Image + overlays as one tree whose file nodes all have contents in the store (when `content`). */
@@ -328,6 +330,29 @@ async function exportUnderLease(
   if (opts.format === "dir" && typeof opts.output !== "string") {
     throw new RootstockError("INVALID_ARGUMENT", "a dir export needs a directory path, not a stream");
   }
+  if (opts.format === "dir" && !opts.copy && !opts.overlays?.length) {
+    // An image exported before: straight from the cached tree and the farm (checkout.ts).
+    const checkout = await checkoutCached(source, store, opts.output as string, {
+      ...(opts.platform ? { platform: opts.platform } : {}),
+      ...(opts.durable !== undefined ? { durable: opts.durable } : {}),
+      progress,
+    });
+    if (checkout) {
+      const { rootfs, dir } = checkout;
+      return {
+        format: "dir",
+        output: dir.target,
+        image: rootfs.image.descriptor.digest,
+        treeDigest: rootfs.treeDigest,
+        inventory: rootfs.inventory,
+        layers: rootfs.layers.map((l) => ({ digest: l.descriptor.digest, via: l.via, exploded: false })),
+        treeFromCache: true,
+        overlays: 0,
+        explodedLayers: 0,
+        dir: { ...dir, cachedCheckout: true },
+      };
+    }
+  }
   const { rootfs, tree } = await exportTree(source, store, {
     ...(opts.overlays ? { overlays: opts.overlays } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
@@ -361,7 +386,7 @@ async function exportUnderLease(
     });
     // Every layer now has a record (contents were needed): the next export reads the tree.
     await rootfs.keepTree();
-    return { ...base, output: dir.target, explodedLayers, dir: { ...dir, farm } };
+    return { ...base, output: dir.target, explodedLayers, dir: { ...dir, farm, cachedCheckout: false } };
   }
   const explodedLayers = await rootfs.ensureContent([...fileNodes(tree)].map((n) => n.digest!));
   const written = await writeArchive(

@@ -69,6 +69,28 @@ function metadataLine(node: TreeNode): string {
   return line;
 }
 
+/**
+ * Farm keys (sha256 hex of the metadata line) of a tree's nodes the farm holds, given
+ * in the tree's path order. Two distinct inodes with equal content and metadata (two
+ * separate files, not hard links) must stay two inodes in the export, or the export
+ * would gain hard links the image does not have: the k-th such node of a tree gets
+ * the k-th variant object. The keys depend on the tree alone (nodes sharing a line
+ * share owner and xattrs, so every process holds all of them or none): the tree
+ * cache keeps them.
+ */
+export function farmKeys(nodes: Iterable<TreeNode>): Map<TreeNode, string> {
+  const seen = new Map<string, number>();
+  const out = new Map<TreeNode, string>();
+  for (const node of nodes) {
+    if (out.has(node)) continue;
+    const line = metadataLine(node);
+    const variant = seen.get(line) ?? 0;
+    seen.set(line, variant + 1);
+    out.set(node, hash("sha256", variant === 0 ? line : `${line} #${variant}`, "hex"));
+  }
+  return out;
+}
+
 /** Linux's dev_t encoding (glibc's gnu_dev_major/minor). */
 function deviceNumbers(rdev: number): [major: number, minor: number] {
   const high = Math.floor(rdev / 2 ** 32);
@@ -151,24 +173,16 @@ export class LinkFarm {
     return node.xattrs.every(([name]) => name.startsWith("user."));
   }
 
-  /**
-   * Farm paths for a tree's file nodes (in the tree's path order). Two distinct
-   * inodes with equal content and metadata (two separate files, not hard links) must
-   * stay two inodes in the export, or the export would gain hard links the image
-   * does not have: the k-th such node of a tree gets the k-th variant object.
-   */
+  /** Farm paths for a tree's file nodes (in the tree's path order): see `farmKeys`. */
   assign(nodes: Iterable<TreeNode>): Map<TreeNode, string> {
-    const seen = new Map<string, number>();
     const out = new Map<TreeNode, string>();
-    for (const node of nodes) {
-      if (out.has(node)) continue;
-      const line = metadataLine(node);
-      const variant = seen.get(line) ?? 0;
-      seen.set(line, variant + 1);
-      const key = hash("sha256", variant === 0 ? line : `${line} #${variant}`, "hex");
-      out.set(node, `${this.root}/${key.slice(0, 2)}/${key.slice(2)}`);
-    }
+    for (const [node, key] of farmKeys(nodes)) out.set(node, this.pathOf(key));
     return out;
+  }
+
+  /** Where the object with farm key `key` lives. */
+  pathOf(key: string): string {
+    return `${this.root}/${key.slice(0, 2)}/${key.slice(2)}`;
   }
 
   /** The farm object at `path` if it exists with the node's metadata, else undefined. */

@@ -33,7 +33,7 @@ import type { Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { LayerApplier, type LayerEntry, Tree, treeDigest } from "../tree/index.js";
-import { readCachedTree, writeCachedTree } from "./tree-cache.js";
+import { type CachedEntries, readCachedEntries, readCachedTree, writeCachedTree } from "./tree-cache.js";
 
 export type LayerSourceKind = "record" | "toc" | "blob";
 
@@ -126,6 +126,43 @@ async function explode(
   return layerEntries(record);
 }
 
+/** An image whose merged tree the store keeps (tree-cache.ts), as the cache's sorted entries. */
+export interface CachedRootfs extends CachedEntries {
+  image: ResolvedImage;
+  layers: LayerInfo[];
+}
+
+function allRecorded(image: ResolvedImage, store: ContentStore): boolean {
+  // Every layer recorded: its file objects are in the store, and the merged tree may be cached.
+  return image.manifest.layers.every((d) => existsSync(store.metaPath(d.digest)));
+}
+
+function recordedLayers(image: ResolvedImage): LayerInfo[] {
+  const diffIds = image.config.rootfs.diff_ids as Digest[];
+  return image.manifest.layers.map((descriptor, i) => ({
+    descriptor,
+    diffId: diffIds[i]!,
+    via: "record",
+    exploded: false,
+    files: new Set(),
+  }));
+}
+
+/**
+ * The image's cached merged tree without building a Tree (the hardlink checkout
+ * writes the entries as they are), or undefined when the store keeps none.
+ */
+export async function readCachedRootfs(
+  source: Endpoint,
+  store: ContentStore,
+  platform?: Platform,
+): Promise<CachedRootfs | undefined> {
+  const image = await readImage(source, await source.resolveRoot(), platform);
+  if (!allRecorded(image, store)) return undefined;
+  const cached = await readCachedEntries(store, image.descriptor.digest);
+  return cached && { image, ...cached, layers: recordedLayers(image) };
+}
+
 export async function loadImageRootfs(
   source: Endpoint,
   store: ContentStore,
@@ -135,28 +172,19 @@ export async function loadImageRootfs(
   const image = await readImage(source, await source.resolveRoot(), opts.platform);
   const diffIds = image.config.rootfs.diff_ids as Digest[];
   const manifest = image.descriptor.digest;
-  // Every layer recorded: its file objects are in the store, and the merged tree may be cached.
-  if (image.manifest.layers.every((d) => existsSync(store.metaPath(d.digest)))) {
-    const cached = await readCachedTree(store, manifest);
-    if (cached) {
-      return {
-        image,
-        tree: cached.tree,
-        treeDigest: cached.treeDigest,
-        fromCache: true,
-        keepTree: async () => {},
-        layers: image.manifest.layers.map((descriptor, i) => ({
-          descriptor,
-          diffId: diffIds[i]!,
-          via: "record",
-          exploded: false,
-          files: new Set(),
-        })),
-        // Records keep their file objects: nothing to unpack. One the store lost is
-        // found by the reader that opens it (STORE_CORRUPT), not by 7,500 stats up front.
-        ensureContent: async () => 0,
-      };
-    }
+  const cached = allRecorded(image, store) ? await readCachedTree(store, manifest) : undefined;
+  if (cached) {
+    return {
+      image,
+      tree: cached.tree,
+      treeDigest: cached.treeDigest,
+      fromCache: true,
+      keepTree: async () => {},
+      layers: recordedLayers(image),
+      // Records keep their file objects: nothing to unpack. One the store lost is
+      // found by the reader that opens it (STORE_CORRUPT), not by 7,500 stats up front.
+      ensureContent: async () => 0,
+    };
   }
   const tree = new Tree();
   const layers: LayerInfo[] = [];

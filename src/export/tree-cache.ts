@@ -11,26 +11,32 @@
  * like a bad layer record. Rows are in `sortedPaths` order, so reading needs no sort:
  *
  *   [path, type, mode, uid, gid, mtime s, mtime ns, size, sha256 hex | "",
- *    link target | "", major, minor, [[xattr name, base64 value]...], same]
+ *    link target | "", major, minor, [[xattr name, base64 value]...], same, farm key | ""]
  *
- * `same` is the index of an earlier row whose node this path shares (a hard link), or -1.
+ * `same` is the index of an earlier row whose node this path shares (a hard link), or
+ * -1. The farm key names the node's hardlink farm object (farm.ts `farmKeys`, a pure
+ * function of the tree) and the document keeps the tree's inventory: a hardlink
+ * checkout of the image (checkout.ts) reads this one blob and computes nothing.
  */
 import type { ContentStore } from "../cas/store.js";
 import { zstdCompress, zstdDecompress } from "../compress/zstd.js";
 import { RootstockError } from "../errors.js";
+import { summariseTree, type TreeInventory } from "../image/inventory.js";
 import { type Digest, isDigest } from "../oci/digest.js";
 import { type NodeType, Tree, type TreeNode, type Xattr } from "../tree/index.js";
+import { farmHolds, farmKeys } from "./farm.js";
 
 // Decodes in place (Buffer.from would copy the decompressed rows first).
 const utf8 = new TextDecoder();
 
 const KIND = "rootstock image tree";
-const VERSION = 1;
+const VERSION = 2;
 
 interface CacheDocument {
   kind: typeof KIND;
   version: number;
   treeDigest: Digest;
+  inventory: TreeInventory;
   rows: { digest: Digest; size: number };
 }
 
@@ -49,6 +55,7 @@ type Row = [
   minor: number,
   xattrs: Array<[string, string]>,
   same: number,
+  farmKey: string,
 ];
 
 const TYPES = new Set<string>(["file", "dir", "symlink", "char", "block", "fifo"]);
@@ -59,9 +66,20 @@ export interface CachedTree {
   treeDigest: Digest;
 }
 
+/** The cached tree as its sorted (path, node) pairs, hard links sharing one node: no Tree built. */
+export interface CachedEntries {
+  entries: Array<[string, TreeNode]>;
+  treeDigest: Digest;
+  inventory: TreeInventory;
+  /** Farm key of every node the farm holds (farm.ts `farmKeys`). */
+  farmKeys: Map<TreeNode, string>;
+}
+
 function rowsOf(tree: Tree): Row[] {
   const index = new Map<TreeNode, number>();
-  return tree.sortedPaths().map((path, i): Row => {
+  const paths = tree.sortedPaths();
+  const keys = farmKeys(paths.map((path) => tree.get(path)!).filter(farmHolds));
+  return paths.map((path, i): Row => {
     const node = tree.get(path)!;
     const same = index.get(node);
     if (same === undefined) index.set(node, i);
@@ -80,6 +98,7 @@ function rowsOf(tree: Tree): Row[] {
       node.devminor,
       node.xattrs.map(([name, value]) => [name, Buffer.from(value).toString("base64")]),
       same ?? -1,
+      keys.get(node) ?? "",
     ];
   });
 }
@@ -92,12 +111,13 @@ function nodeOf(row: unknown, i: number, what: string): TreeNode {
   const fail = (why: string): never => {
     throw new RootstockError("STORE_CORRUPT", `${what}: row ${i}: ${why}`);
   };
-  if (!Array.isArray(row) || row.length !== 14) return fail("not a row");
+  if (!Array.isArray(row) || row.length !== 15) return fail("not a row");
   const [path, type, mode, uid, gid, sec, nsec, size, hex, link, major, minor, xattrs] = row as Row;
   if (typeof path !== "string") fail("no path");
   if (!TYPES.has(type)) fail(`type ${JSON.stringify(type)}`);
-  if (![mode, uid, gid, size, major, minor, nsec].every(isCount) || !Number.isSafeInteger(sec))
-    fail("bad number");
+  const counts =
+    isCount(mode) && isCount(uid) && isCount(gid) && isCount(size) && isCount(major) && isCount(minor);
+  if (!counts || !isCount(nsec) || !Number.isSafeInteger(sec)) fail("bad number");
   if (mode > 0o7777 || nsec >= 1e9) fail("mode or time out of range");
   if (typeof hex !== "string" || typeof link !== "string" || !Array.isArray(xattrs)) fail("bad field");
   const node: TreeNode = {
@@ -109,10 +129,14 @@ function nodeOf(row: unknown, i: number, what: string): TreeNode {
     size: type === "file" ? size : 0,
     devmajor: major,
     devminor: minor,
-    xattrs: xattrs.map((x): Xattr => {
-      if (!Array.isArray(x) || typeof x[0] !== "string" || typeof x[1] !== "string") return fail("bad xattr");
-      return [x[0], Buffer.from(x[1], "base64")];
-    }),
+    xattrs:
+      xattrs.length === 0
+        ? []
+        : xattrs.map((x): Xattr => {
+            if (!Array.isArray(x) || typeof x[0] !== "string" || typeof x[1] !== "string")
+              return fail("bad xattr");
+            return [x[0], Buffer.from(x[1], "base64")];
+          }),
   };
   if (type === "file") {
     if (!HEX64.test(hex)) fail("file without sha256");
@@ -124,11 +148,36 @@ function nodeOf(row: unknown, i: number, what: string): TreeNode {
 
 /** The cached tree of the image with manifest `manifest`, or undefined when none is kept. */
 export async function readCachedTree(store: ContentStore, manifest: Digest): Promise<CachedTree | undefined> {
+  const cached = await readCachedEntries(store, manifest);
+  if (!cached) return undefined;
+  try {
+    return { tree: Tree.fromSorted(cached.entries), treeDigest: cached.treeDigest };
+  } catch (err) {
+    throw new RootstockError("STORE_CORRUPT", `image tree cache ${manifest}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * The cached entries of the image with manifest `manifest`, or undefined when none
+ * are kept. Rows are checked field by field; paths, their order and their parents
+ * only by whoever uses them (`Tree.fromSorted`, or the checkout writing them).
+ */
+export async function readCachedEntries(
+  store: ContentStore,
+  manifest: Digest,
+): Promise<CachedEntries | undefined> {
   const doc = await store.getMeta<CacheDocument>(manifest);
   const data = doc?.data;
   if (!data || data.kind !== KIND || data.version !== VERSION) return undefined;
   const what = `image tree cache ${manifest}`;
-  if (!isDigest(data.treeDigest) || !data.rows || !isDigest(data.rows.digest)) {
+  if (
+    !isDigest(data.treeDigest) ||
+    !data.rows ||
+    !isDigest(data.rows.digest) ||
+    !isInventory(data.inventory)
+  ) {
     throw new RootstockError("STORE_CORRUPT", `${what}: malformed document`);
   }
   const z = await store.readBlob(data.rows, 1 << 30);
@@ -140,6 +189,7 @@ export async function readCachedTree(store: ContentStore, manifest: Digest): Pro
   }
   if (!Array.isArray(rows)) throw new RootstockError("STORE_CORRUPT", `${what}: rows are not a list`);
   const entries: Array<[string, TreeNode]> = new Array(rows.length);
+  const keys = new Map<TreeNode, string>();
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i] as Row;
     const same = row?.[13];
@@ -151,14 +201,32 @@ export async function readCachedTree(store: ContentStore, manifest: Digest): Pro
       }
       entries[i] = [row[0], earlier[1]];
     } else {
-      entries[i] = [row?.[0] as string, nodeOf(row, i, what)];
+      const node = nodeOf(row, i, what);
+      const key = row[14];
+      if (farmHolds(node) !== (key !== "") || (key !== "" && !HEX64.test(key))) {
+        throw new RootstockError("STORE_CORRUPT", `${what}: row ${i}: bad farm key`);
+      }
+      if (key !== "") keys.set(node, key);
+      entries[i] = [row[0], node];
     }
   }
-  try {
-    return { tree: Tree.fromSorted(entries), treeDigest: data.treeDigest };
-  } catch (err) {
-    throw new RootstockError("STORE_CORRUPT", `${what}: ${(err as Error).message}`, { cause: err });
-  }
+  return { entries, treeDigest: data.treeDigest, inventory: data.inventory, farmKeys: keys };
+}
+
+function isInventory(v: unknown): v is TreeInventory {
+  if (typeof v !== "object" || v === null) return false;
+  const fields: Array<keyof TreeInventory> = [
+    "files",
+    "dirs",
+    "symlinks",
+    "hardlinks",
+    "devices",
+    "fifos",
+    "contentBytes",
+    "uniqueContents",
+    "uniqueContentBytes",
+  ];
+  return fields.every((f) => isCount((v as Record<string, unknown>)[f]));
 }
 
 /**
@@ -174,7 +242,13 @@ export async function writeCachedTree(
 ): Promise<void> {
   await store.withLease(async () => {
     const rows = await store.putBlob(zstdCompress(Buffer.from(JSON.stringify(rowsOf(tree))), 3));
-    const data: CacheDocument = { kind: KIND, version: VERSION, treeDigest, rows };
+    const data: CacheDocument = {
+      kind: KIND,
+      version: VERSION,
+      treeDigest,
+      inventory: summariseTree(tree),
+      rows,
+    };
     await store.putMeta<CacheDocument>(manifest, { blobs: [rows.digest], data });
   });
 }

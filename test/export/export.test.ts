@@ -96,6 +96,8 @@ test("digest is equal for the image and its dir (hardlink, copy), tar, tar.zst, 
   assert.equal((await digestPath(join(work, "dir-h"))).treeDigest, imageDigest, "hardlink dir");
   // A second export reuses every farm object and adds no hard links the image lacks.
   const second = await exportTo("store:deb:essential", "dir", join(work, "dir-h2"));
+  assert.equal(first.dir?.cachedCheckout, false, "the first export makes the farm objects");
+  assert.equal(second.dir?.cachedCheckout, true, "the second is written from the cached tree");
   assert.equal(second.dir?.farm.made, 0);
   assert.equal(second.explodedLayers, 0);
   assert.deepEqual(
@@ -234,6 +236,8 @@ test("a farm object changed through an export (chmod, touch, chown) is dropped a
   if (root) await chmod(join(first, "dev/null"), 0o600);
   const again = join(work, "dir-tamper2");
   const r = await exportTo("store:deb:essential", "dir", again);
+  assert.equal(before.dir?.cachedCheckout, true);
+  assert.equal(r.dir?.cachedCheckout, false, "a changed object sends the export down the general path");
   assert.equal(r.dir?.farm.made, root ? 4 : 3, "the changed objects are made again");
   assert.equal((await digestPath(again)).treeDigest, imageDigest);
   const passwd = await stat(join(again, "etc/passwd"));

@@ -13,10 +13,12 @@ import { zstdCompress } from "../../src/compress/zstd.js";
 import { isRootstockError } from "../../src/errors.js";
 import { digestImage, digestPath } from "../../src/export/digest.js";
 import { exportImage } from "../../src/export/export.js";
+import { farmHolds, farmKeys } from "../../src/export/farm.js";
 import type { OverlaySpec } from "../../src/export/overlay.js";
 import { readCachedTree, writeCachedTree } from "../../src/export/tree-cache.js";
 import { openEndpoint } from "../../src/image/endpoint.js";
 import { importTarball } from "../../src/image/import.js";
+import { summariseTree } from "../../src/image/inventory.js";
 import { type Digest, sha256 } from "../../src/oci/digest.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { Tree, type TreeNode, treeDigest } from "../../src/tree/index.js";
@@ -105,6 +107,19 @@ describe("image tree cache", () => {
     await withTempDir(async (dir) => {
       const store = await ContentStore.open(join(dir, "store"));
       const tree = sampleTree();
+      const keys = farmKeys(
+        tree
+          .sortedPaths()
+          .map((p) => tree.get(p)!)
+          .filter(farmHolds),
+      );
+      const data = (rows: { digest: Digest; size: number }) => ({
+        kind: "rootstock image tree",
+        version: 2,
+        treeDigest: treeDigest(tree),
+        inventory: summariseTree(tree),
+        rows,
+      });
       const good = JSON.parse(
         JSON.stringify(
           tree.sortedPaths().map((p, i) => {
@@ -124,6 +139,7 @@ describe("image tree cache", () => {
               n.devminor,
               [],
               i === 3 ? 2 : -1,
+              keys.get(n) ?? "",
             ];
           }),
         ),
@@ -138,25 +154,30 @@ describe("image tree cache", () => {
         ["unsafe path", (rows) => (rows[2]![0] = "bin/../../etc")],
         ["mode out of range", (rows) => (rows[2]![2] = 0o170000)],
         ["short row", (rows) => rows[4]!.pop()],
+        ["file without farm key", (rows) => (rows[2]![14] = "")],
+        ["farm key on a directory", (rows) => (rows[1]![14] = rows[2]![14])],
+        ["farm key not sha256 hex", (rows) => (rows[2]![14] = "../../etc/passwd")],
       ];
       for (const [name, mutate] of cases) {
         const rows = structuredClone(good) as unknown[][];
         mutate(rows);
         const blob = await store.putBlob(zstdCompress(Buffer.from(JSON.stringify(rows)), 3));
         const key = sha256(name) as Digest;
-        await store.putMeta(key, {
-          blobs: [blob.digest],
-          data: { kind: "rootstock image tree", version: 1, treeDigest: treeDigest(tree), rows: blob },
-        });
+        await store.putMeta(key, { blobs: [blob.digest], data: data(blob) });
         await assert.rejects(readCachedTree(store, key), (e) => isRootstockError(e, "STORE_CORRUPT"), name);
       }
       // The unmutated rows do read back (the cases above fail for their mutation only).
       const blob = await store.putBlob(zstdCompress(Buffer.from(JSON.stringify(good)), 3));
-      await store.putMeta(sha256("good"), {
-        blobs: [blob.digest],
-        data: { kind: "rootstock image tree", version: 1, treeDigest: treeDigest(tree), rows: blob },
-      });
+      await store.putMeta(sha256("good"), { blobs: [blob.digest], data: data(blob) });
       assert.ok(await readCachedTree(store, sha256("good")));
+      // A document without the inventory is refused as well.
+      await store.putMeta(sha256("no inventory"), {
+        blobs: [blob.digest],
+        data: { ...data(blob), inventory: { files: -1 } },
+      });
+      await assert.rejects(readCachedTree(store, sha256("no inventory")), (e) =>
+        isRootstockError(e, "STORE_CORRUPT"),
+      );
     });
   });
 

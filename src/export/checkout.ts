@@ -1,0 +1,186 @@
+/**
+ * The hardlink dir export of an image seen before, written straight from the store's
+ * cached tree (tree-cache.ts): the path `export --format dir` takes on a farm every
+ * time after the first. No Tree, no entry list, no writer queue: the farm objects are
+ * checked (one lstat each) before anything is written, then the sorted entries become
+ * mkdir, link and symlink calls in order, directories get their metadata last, the
+ * filesystem is flushed and the directory renamed into place.
+ *
+ * It takes only the case it can do whole, and says so before writing anything
+ * (undefined): the target must not exist, every file with content (and every device
+ * node or fifo) must have its farm object already, and what is written here instead
+ * (directories, symlinks, empty files) must carry no xattrs and, without root, the
+ * caller's owner. Everything else (a first export, overlays, --copy, an existing
+ * target) goes through the general writer (safe-dir.ts), which gives the same tree.
+ *
+ * Safety is the general writer's: the work directory is new (mode 0700), each
+ * entry's path must be normal and its parent a directory this checkout made, so no
+ * path goes through a symlink; a hard link names an earlier file of the same
+ * checkout; a failure removes the work directory.
+ */
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  lchownSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  symlinkSync,
+} from "node:fs";
+import { lstat, rename, rm } from "node:fs/promises";
+import { resolve } from "node:path";
+import type { ContentStore } from "../cas/store.js";
+import { RootstockError } from "../errors.js";
+import type { Endpoint } from "../image/endpoint.js";
+import type { Platform } from "../oci/platform.js";
+import type { ProgressSink } from "../progress.js";
+import { normalisePath, type TreeNode } from "../tree/index.js";
+import { parentPath } from "./entry.js";
+import { type FarmStats, LinkFarm } from "./farm.js";
+import { type CachedRootfs, readCachedRootfs } from "./image-rootfs.js";
+import { PARTIAL_SUFFIX, type SafeDirResult } from "./safe-dir.js";
+import { runTool } from "./special-files.js";
+
+export interface CheckoutResult {
+  rootfs: CachedRootfs;
+  dir: SafeDirResult & { farm: FarmStats };
+}
+
+/** Seconds for lutimes (Node passes them to utimensat at microsecond precision, what farm objects carry too). */
+function seconds(node: TreeNode): number {
+  return node.mtime.sec + node.mtime.nsec / 1e9;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return false;
+      throw err;
+    },
+  );
+}
+
+/**
+ * Checks out the image's cached tree into `target` by hardlinking the farm, or
+ * returns undefined (having written nothing) when the general path must do it.
+ */
+export async function checkoutCached(
+  source: Endpoint,
+  store: ContentStore,
+  target: string,
+  opts: { platform?: Platform; durable?: boolean; progress?: ProgressSink },
+): Promise<CheckoutResult | undefined> {
+  const targetPath = resolve(target);
+  const work = targetPath + PARTIAL_SUFFIX;
+  if ((await exists(targetPath)) || (await exists(work))) return undefined;
+  const rootfs = await readCachedRootfs(source, store, opts.platform);
+  if (!rootfs) return undefined;
+  const { entries, farmKeys } = rootfs;
+  const root = entries[0];
+  if (root?.[0] !== "" || root[1].type !== "dir") return undefined;
+
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  const farm = new LinkFarm(store.root);
+  const farmPath = new Map<TreeNode, string>();
+  for (const [, node] of entries) {
+    const key = farmKeys.get(node);
+    if (key !== undefined) {
+      if (!farm.canHold(node)) return undefined;
+      farmPath.set(node, farm.pathOf(key));
+    } else if (node.xattrs.length > 0 || (uid !== 0 && (node.uid !== uid || node.gid !== gid))) {
+      return undefined;
+    }
+  }
+  for (const [node, path] of farmPath) if (!farm.lookup(node, path)) return undefined;
+
+  const progress = opts.progress;
+  progress?.({ type: "start", id: "export-dir", label: `export to ${targetPath}`, unit: "files" });
+  const result: SafeDirResult = {
+    target: targetPath,
+    entries: 0,
+    linked: 0,
+    copied: 0,
+    written: 0,
+    skipped: [],
+  };
+  mkdirSync(work, { mode: 0o700 });
+  try {
+    const dirs: Array<[string, TreeNode]> = [root];
+    const dirPaths = new Set<string>([""]);
+    const firstPath = new Map<TreeNode, string>();
+    const abs = (path: string) => (path === "" ? work : `${work}/${path}`);
+    for (let i = 1; i < entries.length; i++) {
+      const [path, node] = entries[i]!;
+      // A normal path under a directory made here: nothing can lead outside `work`.
+      const parent = parentPath(path);
+      if (normalisePath(path) !== path || path === "" || !dirPaths.has(parent === "." ? "" : parent)) {
+        throw new RootstockError(
+          "STORE_CORRUPT",
+          `image tree cache ${rootfs.image.descriptor.digest}: entry ${JSON.stringify(path)} is not under a directory of the tree`,
+        );
+      }
+      const at = abs(path);
+      const first = node.type === "file" ? firstPath.get(node) : undefined;
+      if (first !== undefined) {
+        linkSync(abs(first), at);
+        continue;
+      }
+      switch (node.type) {
+        case "dir":
+          mkdirSync(at, { mode: 0o700 });
+          dirPaths.add(path);
+          dirs.push([path, node]);
+          break;
+        case "symlink": {
+          const linkTarget = node.linkTarget ?? "";
+          if (linkTarget === "" || linkTarget.includes("\0")) {
+            throw new RootstockError(
+              "UNSAFE_PATH",
+              `entry ${JSON.stringify(path)}: symlink target is empty or contains NUL`,
+            );
+          }
+          symlinkSync(linkTarget, at);
+          if (uid === 0) lchownSync(at, node.uid, node.gid);
+          lutimesSync(at, seconds(node), seconds(node));
+          break;
+        }
+        default: {
+          const object = farmPath.get(node);
+          if (object) {
+            linkSync(object, at);
+            if (node.type === "file") result.linked++;
+          } else {
+            // An empty regular file (the farm holds contents only).
+            const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+            closeSync(openSync(at, flags, 0o600));
+            if (uid === 0) lchownSync(at, node.uid, node.gid);
+            chmodSync(at, node.mode & 0o7777);
+            lutimesSync(at, seconds(node), seconds(node));
+            result.written++;
+          }
+          if (node.type === "file") firstPath.set(node, path);
+        }
+      }
+    }
+    // Directories last (entries made in them changed their mtimes), deepest first.
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const [path, node] = dirs[i]!;
+      const at = abs(path);
+      if (uid === 0) lchownSync(at, node.uid, node.gid);
+      chmodSync(at, node.mode & 0o7777);
+      lutimesSync(at, seconds(node), seconds(node));
+    }
+    if (opts.durable ?? true) await runTool("sync", ["-f", work], "sync");
+    await rename(work, targetPath);
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err;
+  }
+  result.entries = entries.length;
+  progress?.({ type: "done", id: "export-dir", summary: `${result.entries} entries` });
+  return { rootfs, dir: { ...result, farm: farm.stats } };
+}
