@@ -7,11 +7,14 @@
  * filesystem is flushed and the directory renamed into place.
  *
  * It takes only the case it can do whole, and says so before writing anything
- * (undefined): the target must not exist, every file with content (and every device
- * node or fifo) must have its farm object already, and what is written here instead
- * (directories, symlinks, empty files) must carry no xattrs and, without root, the
- * caller's owner. Everything else (a first export, overlays, --copy, an existing
- * target) goes through the general writer (safe-dir.ts), which gives the same tree.
+ * (undefined): the target must not exist, its parent must be a directory on the
+ * farm's filesystem, every file with content (and every device node or fifo) must
+ * have its farm object already, and what is written here instead (directories,
+ * symlinks, empty files) must carry no xattrs and, without root, the caller's owner.
+ * Everything else (a first export, overlays, --copy, an existing target, another
+ * filesystem) goes through the general writer (safe-dir.ts), which gives the same
+ * tree; so does an object that cannot take one more link (EMLINK), found while
+ * writing: the work directory is removed first.
  *
  * Safety is the general writer's: the work directory is new (mode 0700), each
  * entry's path must be normal and its parent a directory this checkout made, so no
@@ -29,8 +32,8 @@ import {
   openSync,
   symlinkSync,
 } from "node:fs";
-import { lstat, rename, rm } from "node:fs/promises";
-import { resolve } from "node:path";
+import { lstat, rename, rm, stat } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import type { ContentStore } from "../cas/store.js";
 import { RootstockError } from "../errors.js";
 import type { Endpoint } from "../image/endpoint.js";
@@ -42,6 +45,9 @@ import { type FarmStats, LinkFarm } from "./farm.js";
 import { type CachedRootfs, readCachedRootfs } from "./image-rootfs.js";
 import { PARTIAL_SUFFIX, type SafeDirResult } from "./safe-dir.js";
 import { runTool } from "./special-files.js";
+
+/** A farm object that cannot take one more link: the checkout is declined, not failed. */
+const LINK_REFUSED = Symbol("link refused");
 
 export interface CheckoutResult {
   rootfs: CachedRootfs;
@@ -76,6 +82,10 @@ export async function checkoutCached(
   const targetPath = resolve(target);
   const work = targetPath + PARTIAL_SUFFIX;
   if ((await exists(targetPath)) || (await exists(work))) return undefined;
+  // A missing parent is the general writer's to report; another filesystem than the
+  // farm's takes copies.
+  const parent = await stat(dirname(targetPath)).catch(() => undefined);
+  if (!parent?.isDirectory() || parent.dev !== (await stat(store.root)).dev) return undefined;
   const rootfs = await readCachedRootfs(source, store, opts.platform);
   if (!rootfs) return undefined;
   const { entries, farmKeys } = rootfs;
@@ -151,7 +161,13 @@ export async function checkoutCached(
         default: {
           const object = farmPath.get(node);
           if (object) {
-            linkSync(object, at);
+            try {
+              linkSync(object, at);
+            } catch (err) {
+              // Too many links to the object (or linking refused): the general writer copies.
+              const code = (err as NodeJS.ErrnoException).code;
+              throw code === "EMLINK" || code === "EPERM" ? LINK_REFUSED : err;
+            }
             if (node.type === "file") result.linked++;
           } else {
             // An empty regular file (the farm holds contents only).
@@ -178,6 +194,7 @@ export async function checkoutCached(
     await rename(work, targetPath);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
+    if (err === LINK_REFUSED) return undefined;
     throw err;
   }
   result.entries = entries.length;

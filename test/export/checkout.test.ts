@@ -8,7 +8,20 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, lchown, link, lstat, mkdir, readdir, symlink, utimes, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
@@ -128,11 +141,27 @@ test("the cached checkout declines what it cannot do whole, and the general writ
     const cleared = await exportDir(storeDir, join(dir, "again"), { force: true });
     assert.equal(cleared.dir?.cachedCheckout, false);
     assert.equal((await digestPath(join(dir, "again"))).treeDigest, want);
+    // A missing parent is reported as the general writer reports it.
+    await assert.rejects(
+      exportDir(storeDir, join(dir, "missing", "out")),
+      (e) => isRootstockError(e, "NOT_FOUND") && /parent directory does not exist/.test(e.message),
+    );
+    // Another filesystem than the farm's (tmpfs): the general writer copies.
+    const shm = await stat("/dev/shm").catch(() => undefined);
+    if (shm && shm.dev !== (await stat(storeDir)).dev) {
+      const elsewhere = await mkdtemp("/dev/shm/rootstock-checkout-");
+      try {
+        const copied = await exportDir(storeDir, join(elsewhere, "out"));
+        assert.equal(copied.dir?.cachedCheckout, false);
+        assert.ok((copied.dir?.copied ?? 0) > 0, "copies, not links across filesystems");
+        assert.equal((await digestPath(join(elsewhere, "out"))).treeDigest, want);
+      } finally {
+        await rm(elsewhere, { recursive: true, force: true });
+      }
+    }
     // A farm object gone (gc pruned it): made again by the general path.
     const { pruneFarm } = await import("../../src/export/farm.js");
-    for (const d of ["first", "existing", "again"]) {
-      await (await import("node:fs/promises")).rm(join(dir, d), { recursive: true });
-    }
+    for (const d of ["first", "existing", "again"]) await rm(join(dir, d), { recursive: true });
     assert.ok(pruneFarm(storeDir).removed > 0);
     const remade = await exportDir(storeDir, join(dir, "remade"));
     assert.equal(remade.dir?.cachedCheckout, false);
