@@ -48,9 +48,8 @@ export interface ExportEntry {
  * empty components, NUL, and the empty name.
  */
 export function cleanEntryPath(raw: string, what = "entry"): string {
-  const shown = JSON.stringify(raw);
   const refuse = (why: string): never => {
-    throw new RootstockError("UNSAFE_PATH", `${what} ${shown}: ${why}`);
+    throw new RootstockError("UNSAFE_PATH", `${what} ${JSON.stringify(raw)}: ${why}`);
   };
   if (raw.includes("\0")) refuse("name contains NUL");
   if (raw === "") refuse("empty name");
