@@ -6,8 +6,9 @@
  *   was exported before, so its layer has a record and the farm holds its objects)
  *   vs `ostree checkout -H` (goal: within 2x), `podman export | tar -x`, `umoci
  *   unpack` (gzip layout), `cp -al`; the first export (explode + farm) and `--copy`
- *   shown for what they cost, and `ostree checkout -H --fsync=true` for a checkout
- *   as durable as ours (which flushes the filesystem before it counts as done).
+ *   shown for what they cost, and `ostree checkout -H --fsync=true` for the cost of
+ *   durability (ours flushes the filesystem before an export counts as done; ostree
+ *   fsyncs only when asked).
  * - tar: `rootstock export --format tar` vs `tar -c` of the rootfs directory
  *   (goal: within 1.3x); tar.zst vs `tar -c | zstd -3 -T0`; cpio vs GNU cpio.
  *
@@ -86,7 +87,7 @@ export async function run(): Promise<string> {
         { label: "cp -al", run: (r) => measure("cp -al", `cp -al ${rootfs} ${out(`cp-al-${r}`)}`) },
         {
           // Ours flushes the filesystem before the export counts as done (durable by
-          // default); ostree does not unless asked. Shown for that comparison only.
+          // default); ostree fsyncs only when asked. Shown for that comparison only.
           label: "ostree checkout -H --fsync=true",
           run: (r) =>
             measure(
