@@ -71,7 +71,7 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * Checks out the image's cached tree into `target` by hardlinking the farm, or
- * returns undefined (having written nothing) when the general path must do it.
+ * returns undefined (leaving nothing behind) when the general path must do it.
  */
 export async function checkoutCached(
   source: Endpoint,
@@ -194,8 +194,9 @@ export async function checkoutCached(
     await rename(work, targetPath);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
-    if (err === LINK_REFUSED) return undefined;
-    throw err;
+    if (err !== LINK_REFUSED) throw err;
+    progress?.({ type: "done", id: "export-dir", summary: "handed to the general writer" });
+    return undefined;
   }
   result.entries = entries.length;
   progress?.({ type: "done", id: "export-dir", summary: `${result.entries} entries` });
