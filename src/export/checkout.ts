@@ -10,7 +10,8 @@
  * (undefined): the target must not exist, its parent must be a directory on the
  * farm's filesystem, every file with content (and every device node or fifo) must
  * have its farm object already, and what is written here instead (directories,
- * symlinks, empty files) must carry no xattrs and, without root, the caller's owner.
+ * symlinks, empty files) must carry no xattrs. Without root, other owners of those
+ * are skipped and listed, as the general writer does.
  * Everything else (a first export, overlays, --copy, an existing target, another
  * filesystem) goes through the general writer (safe-dir.ts), which gives the same
  * tree; so does an object that cannot take one more link (EMLINK), found while
@@ -101,7 +102,7 @@ export async function checkoutCached(
     if (key !== undefined) {
       if (!farm.canHold(node)) return undefined;
       farmPath.set(node, farm.pathOf(key));
-    } else if (node.xattrs.length > 0 || (uid !== 0 && (node.uid !== uid || node.gid !== gid))) {
+    } else if (node.xattrs.length > 0) {
       return undefined;
     }
   }
@@ -123,6 +124,15 @@ export async function checkoutCached(
     const dirPaths = new Set<string>([""]);
     const firstPath = new Map<TreeNode, string>();
     const abs = (path: string) => (path === "" ? work : `${work}/${path}`);
+    // As the general writer does: without root, an owner that is not the caller's is
+    // skipped and listed (farm objects were checked to be the caller's already).
+    const owner = (path: string, at: string, node: TreeNode) => {
+      if (uid === 0) lchownSync(at, node.uid, node.gid);
+      else if (node.uid !== uid || node.gid !== gid) {
+        const reason = `owner ${node.uid}:${node.gid} needs root`;
+        result.skipped.push({ path: path === "" ? "." : path, what: "owner", reason });
+      }
+    };
     for (let i = 1; i < entries.length; i++) {
       const [path, node] = entries[i]!;
       // A normal path under a directory made here: nothing can lead outside `work`.
@@ -154,7 +164,7 @@ export async function checkoutCached(
             );
           }
           symlinkSync(linkTarget, at);
-          if (uid === 0) lchownSync(at, node.uid, node.gid);
+          owner(path, at, node);
           lutimesSync(at, seconds(node), seconds(node));
           break;
         }
@@ -173,7 +183,7 @@ export async function checkoutCached(
             // An empty regular file (the farm holds contents only).
             const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
             closeSync(openSync(at, flags, 0o600));
-            if (uid === 0) lchownSync(at, node.uid, node.gid);
+            owner(path, at, node);
             chmodSync(at, node.mode & 0o7777);
             lutimesSync(at, seconds(node), seconds(node));
             result.written++;
@@ -186,7 +196,7 @@ export async function checkoutCached(
     for (let i = dirs.length - 1; i >= 0; i--) {
       const [path, node] = dirs[i]!;
       const at = abs(path);
-      if (uid === 0) lchownSync(at, node.uid, node.gid);
+      owner(path, at, node);
       chmodSync(at, node.mode & 0o7777);
       lutimesSync(at, seconds(node), seconds(node));
     }

@@ -24,6 +24,7 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ContentStore } from "../../src/cas/store.js";
 import { encodeLayer } from "../../src/compress/layer.js";
@@ -74,10 +75,11 @@ async function makeRootfs(dir: string): Promise<void> {
   await utimes(join(dir, "usr"), 1_600_000_000, 1_600_000_000);
 }
 
-async function setup(dir: string): Promise<{ storeDir: string; want: Digest }> {
+async function setup(dir: string, owner?: number): Promise<{ storeDir: string; want: Digest }> {
   const src = join(dir, "src");
   await mkdir(src);
   await makeRootfs(src);
+  if (owner !== undefined) await run("chown", ["-R", "-h", `${owner}:${owner}`, src]);
   const tree = (await scan(src)).tree;
   const storeDir = join(dir, "store");
   const dest = await openEndpoint(parseReference(REF), { storeDir });
@@ -198,5 +200,46 @@ test("a corrupt cached tree (an entry under a symlink) is refused and writes not
     );
     assert.deepEqual(await readdir(outside), [], "nothing written through the symlink");
     assert.ok(!existsSync(target) && !existsSync(`${target}.rootstock-partial`), "no target, no partial");
+  });
+});
+
+test("as an unprivileged user the cached checkout gives the general writer's tree and skipped list", async (t) => {
+  if (!root) return t.skip("needs root to switch to nobody");
+  await withTempDir(async (dir) => {
+    const nobody = 65534;
+    const { storeDir, want } = await setup(dir, nobody);
+    await run("chown", ["-R", `${nobody}:${nobody}`, dir]);
+    const script = fileURLToPath(new URL("./checkout-as-user.ts", import.meta.url));
+    const [first, second] = [join(dir, "first"), join(dir, "second")];
+    const { stdout } = await run("setpriv", [
+      `--reuid=${nobody}`,
+      `--regid=${nobody}`,
+      "--clear-groups",
+      process.execPath,
+      "--import",
+      "tsx",
+      script,
+      storeDir,
+      first,
+      second,
+    ]);
+    const results = JSON.parse(stdout) as Array<Pick<ExportResult, "dir" | "treeDigest">>;
+    assert.deepEqual(
+      results.map((r) => r.dir?.cachedCheckout),
+      [false, true],
+    );
+    // The image's root directory is root's (an implied directory): as non-root, both
+    // writers skip that owner alone, and list it.
+    for (const r of results) {
+      assert.equal(r.treeDigest, want);
+      assert.deepEqual(
+        r.dir?.skipped.map((x) => `${x.what} ${x.path}: ${x.reason}`),
+        ["owner .: owner 0:0 needs root"],
+      );
+    }
+    assert.ok((results[0]!.dir?.farm.made ?? 0) > 0 && results[1]!.dir?.farm.made === 0);
+    assert.equal((await digestPath(second)).treeDigest, (await digestPath(first)).treeDigest, "same tree");
+    assert.equal((await lstat(join(second, "srv/owned"))).uid, nobody);
+    assert.equal((await lstat(join(second, "usr/bin/empty"))).uid, nobody);
   });
 });
