@@ -33,18 +33,16 @@ import {
   openSync,
   symlinkSync,
 } from "node:fs";
-import { lstat, rename, rm, stat } from "node:fs/promises";
+import { rename, rm, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import type { ContentStore } from "../cas/store.js";
 import { RootstockError } from "../errors.js";
-import type { Endpoint } from "../image/endpoint.js";
-import type { Platform } from "../oci/platform.js";
 import type { ProgressSink } from "../progress.js";
 import { normalisePath, type TreeNode } from "../tree/index.js";
-import { parentPath } from "./entry.js";
+import { mtimeSeconds, parentPath } from "./entry.js";
 import { type FarmStats, LinkFarm } from "./farm.js";
-import { type CachedRootfs, readCachedRootfs } from "./image-rootfs.js";
-import { PARTIAL_SUFFIX, type SafeDirResult } from "./safe-dir.js";
+import type { CachedRootfs } from "./image-rootfs.js";
+import { lstatOrUndefined, PARTIAL_SUFFIX, type SafeDirResult } from "./safe-dir.js";
 import { runTool } from "./special-files.js";
 
 /** A farm object that cannot take one more link: the checkout is declined, not failed. */
@@ -55,40 +53,24 @@ export interface CheckoutResult {
   dir: SafeDirResult & { farm: FarmStats };
 }
 
-/** Seconds for lutimes (Node passes them to utimensat at microsecond precision, what farm objects carry too). */
-function seconds(node: TreeNode): number {
-  return node.mtime.sec + node.mtime.nsec / 1e9;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    (err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT") return false;
-      throw err;
-    },
-  );
-}
-
 /**
- * Checks out the image's cached tree into `target` by hardlinking the farm, or
- * returns undefined (leaving nothing behind) when the general path must do it.
+ * Checks out the image's cached tree (`readCachedRootfs`) into `target` by
+ * hardlinking the farm, or returns undefined (leaving nothing behind) when the
+ * general path must do it.
  */
 export async function checkoutCached(
-  source: Endpoint,
+  rootfs: CachedRootfs,
   store: ContentStore,
   target: string,
-  opts: { platform?: Platform; durable?: boolean; progress?: ProgressSink },
+  opts: { durable?: boolean; progress?: ProgressSink },
 ): Promise<CheckoutResult | undefined> {
   const targetPath = resolve(target);
   const work = targetPath + PARTIAL_SUFFIX;
-  if ((await exists(targetPath)) || (await exists(work))) return undefined;
+  if ((await lstatOrUndefined(targetPath)) || (await lstatOrUndefined(work))) return undefined;
   // A missing parent is the general writer's to report; another filesystem than the
   // farm's takes copies.
   const parent = await stat(dirname(targetPath)).catch(() => undefined);
   if (!parent?.isDirectory() || parent.dev !== (await stat(store.root)).dev) return undefined;
-  const rootfs = await readCachedRootfs(source, store, opts.platform);
-  if (!rootfs) return undefined;
   const { entries, farmKeys } = rootfs;
   const root = entries[0];
   if (root?.[0] !== "" || root[1].type !== "dir") return undefined;
@@ -165,7 +147,7 @@ export async function checkoutCached(
           }
           symlinkSync(linkTarget, at);
           owner(path, at, node);
-          lutimesSync(at, seconds(node), seconds(node));
+          lutimesSync(at, mtimeSeconds(node), mtimeSeconds(node));
           break;
         }
         default: {
@@ -185,7 +167,7 @@ export async function checkoutCached(
             closeSync(openSync(at, flags, 0o600));
             owner(path, at, node);
             chmodSync(at, node.mode & 0o7777);
-            lutimesSync(at, seconds(node), seconds(node));
+            lutimesSync(at, mtimeSeconds(node), mtimeSeconds(node));
             result.written++;
           }
           if (node.type === "file") firstPath.set(node, path);
@@ -198,7 +180,7 @@ export async function checkoutCached(
       const at = abs(path);
       owner(path, at, node);
       chmodSync(at, node.mode & 0o7777);
-      lutimesSync(at, seconds(node), seconds(node));
+      lutimesSync(at, mtimeSeconds(node), mtimeSeconds(node));
     }
     if (opts.durable ?? true) await runTool("sync", ["-f", work], "sync");
     await rename(work, targetPath);

@@ -66,6 +66,11 @@ export function cleanEntryPath(raw: string, what = "entry"): string {
   return path;
 }
 
+/** An mtime as seconds for lutimes (Node passes them to utimensat at microsecond precision). */
+export function mtimeSeconds(item: { mtime: TarTime }): number {
+  return item.mtime.sec + item.mtime.nsec / 1e9;
+}
+
 /** Parent of a cleaned path ("." for top-level names). */
 export function parentPath(path: string): string {
   const slash = path.lastIndexOf("/");

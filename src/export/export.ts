@@ -37,7 +37,13 @@ import { checkoutCached } from "./checkout.js";
 import type { ExportEntry } from "./entry.js";
 import { type FarmStats, LinkFarm } from "./farm.js";
 import { entriesFromTree } from "./from-tree.js";
-import { type ImageRootfs, type LayerSourceKind, loadImageRootfs } from "./image-rootfs.js";
+import {
+  type CachedRootfs,
+  type ImageRootfs,
+  type LayerSourceKind,
+  loadImageRootfs,
+  readCachedRootfs,
+} from "./image-rootfs.js";
 import { OverlappedWriter } from "./overlapped-writer.js";
 import { type OverlaySpec, overlayEntries } from "./overlay.js";
 import { type SafeDirResult, writeDirectory } from "./safe-dir.js";
@@ -91,6 +97,7 @@ export async function exportTree(
     platform?: Platform;
     progress?: ProgressSink;
     storeBlobContent?: boolean;
+    cached?: CachedRootfs;
   },
 ): Promise<{ rootfs: ImageRootfs; tree: Tree }> {
   const progress = opts.progress ?? silentProgress;
@@ -99,6 +106,7 @@ export async function exportTree(
     ...(opts.platform ? { platform: opts.platform } : {}),
     storeBlobContent: opts.storeBlobContent ?? true,
     ...(opts.progress ? { progress: opts.progress } : {}),
+    ...(opts.cached ? { cached: opts.cached } : {}),
   });
   // Overlays go on a copy: rootfs.tree stays the image's own tree (keepTree caches it).
   const tree = opts.overlays?.length ? rootfs.tree.clone() : rootfs.tree;
@@ -330,10 +338,12 @@ async function exportUnderLease(
   if (opts.format === "dir" && typeof opts.output !== "string") {
     throw new RootstockError("INVALID_ARGUMENT", "a dir export needs a directory path, not a stream");
   }
-  if (opts.format === "dir" && !opts.copy && !opts.overlays?.length) {
-    // An image exported before: straight from the cached tree and the farm (checkout.ts).
-    const checkout = await checkoutCached(source, store, opts.output as string, {
-      ...(opts.platform ? { platform: opts.platform } : {}),
+  // A hardlink dir export of an image exported before: straight from the cached tree
+  // and the farm (checkout.ts). Read once: the general path takes it when declined.
+  const hardlinkDir = opts.format === "dir" && !opts.copy && !opts.overlays?.length;
+  const cached = hardlinkDir ? await readCachedRootfs(source, store, opts.platform) : undefined;
+  if (cached) {
+    const checkout = await checkoutCached(cached, store, opts.output as string, {
       ...(opts.durable !== undefined ? { durable: opts.durable } : {}),
       progress,
     });
@@ -356,6 +366,7 @@ async function exportUnderLease(
   const { rootfs, tree } = await exportTree(source, store, {
     ...(opts.overlays ? { overlays: opts.overlays } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
+    ...(cached ? { cached } : {}),
     progress,
   });
   // Without overlays the tree is the image's: its digest may be cached, or is kept with it.

@@ -39,7 +39,7 @@ import { join } from "node:path";
 import { forEachLimit } from "../concurrency.js";
 import type { Digest } from "../oci/digest.js";
 import type { TreeNode } from "../tree/index.js";
-import { missingContent } from "./entry.js";
+import { missingContent, mtimeSeconds } from "./entry.js";
 import { makeSpecialFiles, type SpecialFile } from "./special-files.js";
 import { setXattrs } from "./xattr.js";
 
@@ -248,8 +248,7 @@ export class LinkFarm {
       await setXattrs(xattrTargets);
       for (const { node, tmp, final } of pending) {
         chmodSync(tmp, node.mode & 0o7777);
-        const t = node.mtime.sec + node.mtime.nsec / 1e9;
-        lutimesSync(tmp, t, t);
+        lutimesSync(tmp, mtimeSeconds(node), mtimeSeconds(node));
         const dir = final.slice(0, final.lastIndexOf("/"));
         if (!this.madeDirs.has(dir)) {
           mkdirSync(dir, { recursive: true });

@@ -33,7 +33,7 @@ import type { Platform } from "../oci/platform.js";
 import type { Descriptor } from "../oci/types.js";
 import { type ProgressSink, silentProgress } from "../progress.js";
 import { LayerApplier, type LayerEntry, Tree, treeDigest } from "../tree/index.js";
-import { type CachedEntries, readCachedEntries, readCachedTree, writeCachedTree } from "./tree-cache.js";
+import { type CachedEntries, readCachedEntries, treeOfCached, writeCachedTree } from "./tree-cache.js";
 
 export type LayerSourceKind = "record" | "toc" | "blob";
 
@@ -79,6 +79,8 @@ export interface LoadImageOptions {
    */
   storeBlobContent?: boolean;
   progress?: ProgressSink;
+  /** The image's cached tree, already read (`readCachedRootfs`): neither is read again. */
+  cached?: CachedRootfs;
 }
 
 function fileDigests(entries: LayerEntry[]): Set<Digest> {
@@ -132,11 +134,6 @@ export interface CachedRootfs extends CachedEntries {
   layers: LayerInfo[];
 }
 
-function allRecorded(image: ResolvedImage, store: ContentStore): boolean {
-  // Every layer recorded: its file objects are in the store, and the merged tree may be cached.
-  return image.manifest.layers.every((d) => existsSync(store.metaPath(d.digest)));
-}
-
 function recordedLayers(image: ResolvedImage): LayerInfo[] {
   const diffIds = image.config.rootfs.diff_ids as Digest[];
   return image.manifest.layers.map((descriptor, i) => ({
@@ -157,8 +154,12 @@ export async function readCachedRootfs(
   store: ContentStore,
   platform?: Platform,
 ): Promise<CachedRootfs | undefined> {
-  const image = await readImage(source, await source.resolveRoot(), platform);
-  if (!allRecorded(image, store)) return undefined;
+  return cachedRootfsOf(await readImage(source, await source.resolveRoot(), platform), store);
+}
+
+async function cachedRootfsOf(image: ResolvedImage, store: ContentStore): Promise<CachedRootfs | undefined> {
+  // Every layer recorded: its file objects are in the store, and the merged tree may be cached.
+  if (!image.manifest.layers.every((d) => existsSync(store.metaPath(d.digest)))) return undefined;
   const cached = await readCachedEntries(store, image.descriptor.digest);
   return cached && { image, ...cached, layers: recordedLayers(image) };
 }
@@ -169,18 +170,18 @@ export async function loadImageRootfs(
   opts: LoadImageOptions = {},
 ): Promise<ImageRootfs> {
   const progress = opts.progress ?? silentProgress;
-  const image = await readImage(source, await source.resolveRoot(), opts.platform);
+  const image = opts.cached?.image ?? (await readImage(source, await source.resolveRoot(), opts.platform));
   const diffIds = image.config.rootfs.diff_ids as Digest[];
   const manifest = image.descriptor.digest;
-  const cached = allRecorded(image, store) ? await readCachedTree(store, manifest) : undefined;
+  const cached = opts.cached ?? (await cachedRootfsOf(image, store));
   if (cached) {
     return {
       image,
-      tree: cached.tree,
+      tree: treeOfCached(cached, manifest),
       treeDigest: cached.treeDigest,
       fromCache: true,
       keepTree: async () => {},
-      layers: recordedLayers(image),
+      layers: cached.layers,
       // Records keep their file objects: nothing to unpack. One the store lost is
       // found by the reader that opens it (STORE_CORRUPT), not by 7,500 stats up front.
       ensureContent: async () => 0,

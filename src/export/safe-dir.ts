@@ -59,6 +59,7 @@ import {
   cleanEntryPath,
   type ExportEntry,
   missingContent,
+  mtimeSeconds,
   parentPath,
   pathDepth,
   sizedContent,
@@ -115,7 +116,7 @@ function entryError(code: "UNSAFE_PATH" | "INVALID_ARGUMENT", path: string, why:
   return new RootstockError(code, `entry ${JSON.stringify(path)}: ${why}`);
 }
 
-async function lstatOrUndefined(path: string): Promise<BigIntStats | undefined> {
+export async function lstatOrUndefined(path: string): Promise<BigIntStats | undefined> {
   try {
     return await lstat(path, { bigint: true });
   } catch (err) {
@@ -136,11 +137,6 @@ function objectMatches(st: BigIntStats, entry: ExportEntry): boolean {
     st.mtimeNs === BigInt(entry.mtime.sec) * 1_000_000_000n + BigInt(entry.mtime.nsec) &&
     (entry.xattrs?.length ?? 0) === 0
   );
-}
-
-/** Entry times as seconds for lutimes (Node passes them to utimensat at microsecond precision). */
-function seconds(entry: ExportEntry): number {
-  return entry.mtime.sec + entry.mtime.nsec / 1e9;
 }
 
 class DirWriter {
@@ -251,7 +247,7 @@ class DirWriter {
         if (this.id.root) lchownSync(abs, entry.uid, entry.gid);
         else await this.applyOwner(path, abs, entry);
         this.queueXattrs(path, abs, entry);
-        lutimesSync(abs, seconds(entry), seconds(entry));
+        lutimesSync(abs, mtimeSeconds(entry), mtimeSeconds(entry));
         await this.yieldSometimes();
         return;
       }
@@ -359,7 +355,7 @@ class DirWriter {
     await this.applyOwner(path, abs, entry);
     await chmod(abs, entry.mode & 0o7777);
     this.queueXattrs(path, abs, entry);
-    await lutimes(abs, seconds(entry), seconds(entry));
+    await lutimes(abs, mtimeSeconds(entry), mtimeSeconds(entry));
   }
 
   private async applyOwner(path: string, abs: string, entry: ExportEntry): Promise<void> {
@@ -419,7 +415,7 @@ class DirWriter {
       await this.applyOwner(path, abs, entry);
       await chmod(abs, entry.mode & 0o7777);
       this.queueXattrs(path, abs, entry);
-      await lutimes(abs, seconds(entry), seconds(entry));
+      await lutimes(abs, mtimeSeconds(entry), mtimeSeconds(entry));
     }
   }
 
@@ -439,7 +435,7 @@ class DirWriter {
     for (const { path, entry } of dirs) {
       const abs = this.abs(path);
       chmodSync(abs, entry.mode & 0o7777);
-      lutimesSync(abs, seconds(entry), seconds(entry));
+      lutimesSync(abs, mtimeSeconds(entry), mtimeSeconds(entry));
       await this.yieldSometimes();
     }
   }

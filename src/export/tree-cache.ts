@@ -149,9 +149,13 @@ function nodeOf(row: unknown, i: number, what: string): TreeNode {
 /** The cached tree of the image with manifest `manifest`, or undefined when none is kept. */
 export async function readCachedTree(store: ContentStore, manifest: Digest): Promise<CachedTree | undefined> {
   const cached = await readCachedEntries(store, manifest);
-  if (!cached) return undefined;
+  return cached && { tree: treeOfCached(cached, manifest), treeDigest: cached.treeDigest };
+}
+
+/** The Tree of entries read by `readCachedEntries` (their paths, order and parents checked here). */
+export function treeOfCached(cached: CachedEntries, manifest: Digest): Tree {
   try {
-    return { tree: Tree.fromSorted(cached.entries), treeDigest: cached.treeDigest };
+    return Tree.fromSorted(cached.entries);
   } catch (err) {
     throw new RootstockError("STORE_CORRUPT", `image tree cache ${manifest}: ${(err as Error).message}`, {
       cause: err,
